@@ -1,0 +1,87 @@
+"""Shared fixtures: every test runs once per implementation (compiled C, pure-Python twin).
+
+The session fixture ``implementation`` is parametrized over ``"c"`` and ``"python"`` and switches
+every dual module of fastnet with ``fastnet._compat.activate``; tests that start subprocesses take
+``impl_env``, the environment that makes the child use the same implementation.
+
+Real peer tools (tftpd-hpa, curl, atftp, busybox ...) are found with ``require_tool``: a missing tool
+skips the test on a developer's machine, and fails it when FASTNET_REQUIRE_PEERS=1 (set by CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+
+import pytest
+
+from fastnet import _compat
+
+IMPLEMENTATIONS = ("c", "python")
+REQUIRE_PEERS = os.environ.get("FASTNET_REQUIRE_PEERS", "") not in ("", "0")
+
+
+@pytest.fixture(scope="session", autouse=True, params=IMPLEMENTATIONS)
+def implementation(request):
+    """The implementation this test runs against: ``"c"`` or ``"python"``."""
+    mode = request.param
+    if mode == "c" and _compat.NO_EXTENSIONS:
+        pytest.skip("FASTNET_NO_EXTENSIONS=1: only the pure-Python twins run")
+    previous = _compat.activate(mode)
+    try:
+        yield mode
+    finally:
+        _compat.activate(previous)
+
+
+@pytest.fixture
+def impl_env(implementation):
+    """Environment for a child process that must use the same implementation as this test."""
+    env = dict(os.environ)
+    if implementation == "python":
+        env["FASTNET_NO_EXTENSIONS"] = "1"
+    else:
+        env.pop("FASTNET_NO_EXTENSIONS", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("PYTHONIOENCODING", "utf-8")
+    # children import the same fastnet as this process
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__import__("fastnet").__file__)))
+    env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def require_tool(*names: str) -> str:
+    """Path of the first of *names* found on PATH (or in /usr/sbin); skip, or fail under CI, if none."""
+    for name in names:
+        path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
+        if path:
+            return path
+    message = f"peer tool not installed: {' or '.join(names)}"
+    if REQUIRE_PEERS:
+        pytest.fail(message + " (FASTNET_REQUIRE_PEERS=1)")
+    pytest.skip(message)
+
+
+def require_module(name: str):
+    """Import *name*, or skip (fail when FASTNET_REQUIRE_PEERS=1) when it is not installed."""
+    try:
+        return __import__(name)
+    except ImportError as exc:
+        if REQUIRE_PEERS:
+            pytest.fail(f"{name} is not installed ({exc}) (FASTNET_REQUIRE_PEERS=1)")
+        pytest.skip(f"{name} is not installed")
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port that was free on *host* a moment ago (tests bind to it next)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def python_exe() -> str:
+    return sys.executable
