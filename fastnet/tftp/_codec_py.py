@@ -1,0 +1,518 @@
+"""TFTP packet codec: the pure-Python twin of ``fastnet.tftp._codec_c``.
+
+Import it through the selector, ``from fastnet.tftp import codec``.  Both implementations have the
+same API and the same behaviour, down to the text of every :class:`DecodeError`; the shared names
+(:class:`DecodeError`, :class:`Opcode`, :class:`ErrorCode`, the constants) are defined here once
+and re-used by the compiled module, so an exception raised by either is caught by either.
+
+Wire format (RFC 1350, options RFC 2347/2348/2349)::
+
+    RRQ/WRQ  | 01/02 | filename | 0 | mode | 0 | [ name | 0 | value | 0 ]*
+    DATA     | 03 | block | payload (0..65464 bytes)
+    ACK      | 04 | block
+    ERROR    | 05 | code | message | 0
+    OACK     | 06 | [ name | 0 | value | 0 ]*
+
+Text (filenames, modes, option names and values, error messages) is UTF-8 with the
+``surrogateescape`` error handler in both directions: any byte string a peer sends decodes to a
+``str`` that encodes back to exactly the same bytes.  Modes and option names are lower-cased on
+decode (ASCII letters only, as the protocol is case-insensitive there); values are kept as sent.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+import struct
+from collections.abc import Mapping
+from typing import Any, Union
+
+__all__ = [
+    "DecodeError",
+    "Opcode",
+    "ErrorCode",
+    "MAX_BLKSIZE",
+    "MIN_BLKSIZE",
+    "DEFAULT_BLKSIZE",
+    "MAX_REQUEST_SIZE",
+    "MAX_OPTIONS",
+    "ReadRequest",
+    "WriteRequest",
+    "Data",
+    "Ack",
+    "Error",
+    "OptionAck",
+    "Packet",
+    "decode",
+    "encode_rrq",
+    "encode_wrq",
+    "encode_data",
+    "encode_ack",
+    "encode_error",
+    "encode_oack",
+    "to_netascii",
+    "from_netascii",
+    "NetasciiEncoder",
+    "NetasciiDecoder",
+]
+
+#: Largest block size a peer may negotiate (RFC 2348), hence the largest DATA payload.
+MAX_BLKSIZE = 65464
+#: Smallest block size a peer may negotiate (RFC 2348).
+MIN_BLKSIZE = 8
+#: Block size without a ``blksize`` option (RFC 1350).
+DEFAULT_BLKSIZE = 512
+#: Largest RRQ/WRQ datagram accepted or produced.
+MAX_REQUEST_SIZE = 512
+#: Most options one RRQ, WRQ or OACK may carry.
+MAX_OPTIONS = 64
+
+_TEXT_ENCODING = "utf-8"
+_TEXT_ERRORS = "surrogateescape"
+
+
+class Opcode(enum.IntEnum):
+    """TFTP opcodes (RFC 1350, RFC 2347)."""
+
+    RRQ = 1
+    WRQ = 2
+    DATA = 3
+    ACK = 4
+    ERROR = 5
+    OACK = 6
+
+
+class ErrorCode(enum.IntEnum):
+    """Codes of TFTP ERROR packets (RFC 1350, RFC 2347)."""
+
+    NOT_DEFINED = 0
+    FILE_NOT_FOUND = 1
+    ACCESS_VIOLATION = 2
+    DISK_FULL = 3
+    ILLEGAL_OPERATION = 4
+    UNKNOWN_TID = 5
+    FILE_EXISTS = 6
+    NO_SUCH_USER = 7
+    OPTION_REFUSED = 8
+
+
+_ERROR_CODES = tuple(ErrorCode)
+
+
+class DecodeError(ValueError):
+    """A datagram that is not a well-formed TFTP packet.
+
+    ``str(exc)`` says what is wrong and where; ``exc.reason`` is the first part alone and
+    ``exc.offset`` the byte offset in the datagram where the problem was found.
+    """
+
+    def __init__(self, reason: str, offset: int) -> None:
+        super().__init__(f"{reason} (at byte {offset})")
+        self.reason = reason
+        self.offset = offset
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.offset))
+
+
+# ---------------------------------------------------------------------------------------------
+# packets
+
+
+class _Packet:
+    """Base of the decoded packets: immutable, compared by type name and fields."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    __delattr__ = __setattr__  # type: ignore[assignment]
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other).__name__ != type(self).__name__ or getattr(other, "_fields", None) != self._fields:
+            return NotImplemented
+        return self._values() == tuple(getattr(other, name) for name in self._fields)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (type(self), self._values())
+
+
+def _init(self: _Packet, values: tuple) -> None:
+    for name, value in zip(self._fields, values):
+        object.__setattr__(self, name, value)
+
+
+def _repr_payload(payload: bytes) -> str:
+    if len(payload) <= 32:
+        return repr(payload)
+    return f"b'...'[{len(payload)} bytes]"
+
+
+def _repr_code(code: int) -> str:
+    return f"ErrorCode.{code.name}" if isinstance(code, ErrorCode) else repr(code)
+
+
+class _Request(_Packet):
+    __slots__ = ("filename", "mode", "options")
+    _fields = ("filename", "mode", "options")
+
+    filename: str
+    mode: str
+    options: dict[str, str]
+
+    def __init__(self, filename: str, mode: str = "octet", options: dict[str, str] | None = None) -> None:
+        _init(self, (filename, mode, {} if options is None else options))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(filename={self.filename!r}, mode={self.mode!r}, options={self.options!r})"
+
+
+class ReadRequest(_Request):
+    """RRQ: ``filename``, ``mode`` (lower-cased) and ``options`` (lower-cased names -> values)."""
+
+    __slots__ = ()
+    opcode = Opcode.RRQ
+
+
+class WriteRequest(_Request):
+    """WRQ: ``filename``, ``mode`` (lower-cased) and ``options`` (lower-cased names -> values)."""
+
+    __slots__ = ()
+    opcode = Opcode.WRQ
+
+
+class Data(_Packet):
+    """DATA: ``block`` number and ``payload`` bytes."""
+
+    __slots__ = ("block", "payload")
+    _fields = ("block", "payload")
+    opcode = Opcode.DATA
+
+    block: int
+    payload: bytes
+
+    def __init__(self, block: int, payload: bytes) -> None:
+        _init(self, (block, payload))
+
+    def __hash__(self) -> int:
+        return hash(("Data", self.block, self.payload))
+
+    def __repr__(self) -> str:
+        return f"Data(block={self.block!r}, payload={_repr_payload(self.payload)})"
+
+
+class Ack(_Packet):
+    """ACK: ``block`` number (0 acknowledges a WRQ or an OACK)."""
+
+    __slots__ = ("block",)
+    _fields = ("block",)
+    opcode = Opcode.ACK
+
+    block: int
+
+    def __init__(self, block: int) -> None:
+        _init(self, (block,))
+
+    def __hash__(self) -> int:
+        return hash(("Ack", self.block))
+
+    def __repr__(self) -> str:
+        return f"Ack(block={self.block!r})"
+
+
+class Error(_Packet):
+    """ERROR: ``code`` (an :class:`ErrorCode` when known, else an ``int``) and ``message``."""
+
+    __slots__ = ("code", "message")
+    _fields = ("code", "message")
+    opcode = Opcode.ERROR
+
+    code: int
+    message: str
+
+    def __init__(self, code: int, message: str = "") -> None:
+        _init(self, (code, message))
+
+    def __hash__(self) -> int:
+        return hash(("Error", self.code, self.message))
+
+    def __repr__(self) -> str:
+        return f"Error(code={_repr_code(self.code)}, message={self.message!r})"
+
+
+class OptionAck(_Packet):
+    """OACK: ``options`` the server accepted (lower-cased names -> values)."""
+
+    __slots__ = ("options",)
+    _fields = ("options",)
+    opcode = Opcode.OACK
+
+    options: dict[str, str]
+
+    def __init__(self, options: dict[str, str]) -> None:
+        _init(self, (options,))
+
+    def __repr__(self) -> str:
+        return f"OptionAck(options={self.options!r})"
+
+
+Packet = Union[ReadRequest, WriteRequest, Data, Ack, Error, OptionAck]
+
+# ---------------------------------------------------------------------------------------------
+# decoding
+
+_unpack_HH = struct.Struct("!HH").unpack_from
+_unpack_H = struct.Struct("!H").unpack_from
+_NAMES = {3: "DATA", 4: "ACK", 5: "ERROR"}
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode(_TEXT_ENCODING, _TEXT_ERRORS)
+
+
+def _string(data: bytes, pos: int, what: str) -> tuple[bytes, int]:
+    """The NUL-terminated string at *pos* and the offset after its NUL."""
+    if pos >= len(data):
+        raise DecodeError(f"missing {what}", pos)
+    end = data.find(b"\0", pos)
+    if end < 0:
+        raise DecodeError(f"unterminated {what}", pos)
+    return data[pos:end], end + 1
+
+
+def _options(data: bytes, pos: int) -> dict[str, str]:
+    options: dict[str, str] = {}
+    n = len(data)
+    while pos < n:
+        if len(options) == MAX_OPTIONS:
+            raise DecodeError(f"more than {MAX_OPTIONS} options", pos)
+        start = pos
+        name, pos = _string(data, pos, "option name")
+        if not name:
+            raise DecodeError("empty option name", start)
+        value, pos = _string(data, pos, "option value")
+        key = _text(name.lower())
+        if key in options:
+            raise DecodeError("repeated option", start)
+        options[key] = _text(value)
+    return options
+
+
+def decode(packet: bytes | bytearray | memoryview) -> Packet:
+    """Decode one TFTP datagram into a packet object; :class:`DecodeError` if it is malformed."""
+    if type(packet) is not bytes:
+        packet = bytes(memoryview(packet))
+    n = len(packet)
+    if n < 2:
+        raise DecodeError(f"datagram too short for an opcode ({n} of 2 bytes)", n)
+    opcode = (packet[0] << 8) | packet[1]
+    if opcode == 3:
+        if n < 4:
+            raise DecodeError(f"truncated DATA header ({n} of 4 bytes)", n)
+        if n - 4 > MAX_BLKSIZE:
+            raise DecodeError(f"DATA payload of {n - 4} bytes exceeds {MAX_BLKSIZE}", 4 + MAX_BLKSIZE)
+        return Data(_unpack_H(packet, 2)[0], packet[4:])
+    if opcode == 4:
+        if n != 4:
+            if n < 4:
+                raise DecodeError(f"truncated ACK ({n} of 4 bytes)", n)
+            raise DecodeError(f"ACK longer than 4 bytes ({n} bytes)", 4)
+        return Ack(_unpack_H(packet, 2)[0])
+    if opcode == 1 or opcode == 2:
+        if n > MAX_REQUEST_SIZE:
+            raise DecodeError(f"request of {n} bytes exceeds {MAX_REQUEST_SIZE}", MAX_REQUEST_SIZE)
+        filename, pos = _string(packet, 2, "filename")
+        mode, pos = _string(packet, pos, "mode")
+        options = _options(packet, pos)
+        cls = ReadRequest if opcode == 1 else WriteRequest
+        return cls(_text(filename), _text(mode.lower()), options)
+    if opcode == 5:
+        if n < 4:
+            raise DecodeError(f"truncated ERROR header ({n} of 4 bytes)", n)
+        code = _unpack_H(packet, 2)[0]
+        message, pos = _string(packet, 4, "error message")
+        if pos != n:
+            raise DecodeError("trailing bytes after the ERROR message", pos)
+        return Error(_ERROR_CODES[code] if code < len(_ERROR_CODES) else code, _text(message))
+    if opcode == 6:
+        return OptionAck(_options(packet, 2))
+    raise DecodeError(f"unknown opcode {opcode}", 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# encoding
+
+
+def _encode_text(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be str, not {type(value).__name__}")
+    try:
+        raw = value.encode(_TEXT_ENCODING, _TEXT_ERRORS)
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not encodable as UTF-8") from None
+    if b"\0" in raw:
+        raise ValueError(f"{what} contains a NUL byte")
+    return raw
+
+
+def _option_value(value: object) -> bytes:
+    if isinstance(value, str):
+        return _encode_text(value, "option value")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value)).encode("ascii")
+    raise TypeError(f"option value must be str or int, not {type(value).__name__}")
+
+
+def _encode_options(options: Mapping[str, str | int] | None) -> list[bytes]:
+    parts: list[bytes] = []
+    if not options:
+        return parts
+    seen: set[bytes] = set()
+    for name, value in options.items():
+        raw = _encode_text(name, "option name")
+        if not raw:
+            raise ValueError("empty option name")
+        key = raw.lower()
+        if key in seen:
+            raise ValueError("repeated option name")
+        seen.add(key)
+        if len(seen) > MAX_OPTIONS:
+            raise ValueError(f"more than {MAX_OPTIONS} options")
+        parts.append(raw)
+        parts.append(_option_value(value))
+    return parts
+
+
+def _encode_request(opcode: int, filename: str, mode: str, options: Mapping[str, str | int] | None) -> bytes:
+    parts = [_encode_text(filename, "filename"), _encode_text(mode, "mode")]
+    parts += _encode_options(options)
+    packet = struct.pack("!H", opcode) + b"\0".join(parts) + b"\0"
+    if len(packet) > MAX_REQUEST_SIZE:
+        raise ValueError(f"request of {len(packet)} bytes exceeds {MAX_REQUEST_SIZE}")
+    return packet
+
+
+def encode_rrq(filename: str, mode: str = "octet", options: Mapping[str, str | int] | None = None) -> bytes:
+    """A read request: ``encode_rrq("test.jpg")`` is ``b"\\x00\\x01test.jpg\\x00octet\\x00"``.
+
+    *options* maps option names to ``str`` or ``int`` values; they go on the wire in iteration
+    order.  ValueError for a NUL inside a string, an empty or repeated (case-insensitively) option
+    name, or a request over 512 bytes.
+    """
+    return _encode_request(1, filename, mode, options)
+
+
+def encode_wrq(filename: str, mode: str = "octet", options: Mapping[str, str | int] | None = None) -> bytes:
+    """A write request; the same arguments and rules as :func:`encode_rrq`."""
+    return _encode_request(2, filename, mode, options)
+
+
+def _uint16(value: object, what: str) -> int:
+    value = operator.index(value)
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"{what} {value} is outside 0..65535")
+    return value
+
+
+_pack_HH = struct.Struct("!HH").pack
+
+
+def encode_data(block: int, payload: bytes | bytearray | memoryview) -> bytes:
+    """A DATA packet; ValueError for a block outside 0..65535 or a payload over 65464 bytes."""
+    block = _uint16(block, "block number")
+    if type(payload) is not bytes:
+        payload = bytes(memoryview(payload))
+    if len(payload) > MAX_BLKSIZE:
+        raise ValueError(f"DATA payload of {len(payload)} bytes exceeds {MAX_BLKSIZE}")
+    return _pack_HH(3, block) + payload
+
+
+def encode_ack(block: int) -> bytes:
+    """An ACK packet: ``encode_ack(n) == struct.pack("!HH", 4, n)``."""
+    return _pack_HH(4, _uint16(block, "block number"))
+
+
+def encode_error(code: int, message: str = "") -> bytes:
+    """An ERROR packet; *code* is an :class:`ErrorCode` or any int in 0..65535."""
+    code = _uint16(code, "error code")
+    return _pack_HH(5, code) + _encode_text(message, "error message") + b"\0"
+
+
+def encode_oack(options: Mapping[str, str | int]) -> bytes:
+    """An OACK packet carrying *options* in iteration order (the same rules as for requests)."""
+    parts = _encode_options(options)
+    return b"\0\6" + b"".join(p + b"\0" for p in parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# netascii
+
+
+def _as_bytes(data: object) -> bytes:
+    return data if type(data) is bytes else bytes(memoryview(data))  # type: ignore[return-value]
+
+
+def to_netascii(data: bytes | bytearray | memoryview) -> bytes:
+    """Encode to netascii: LF becomes CR LF, CR becomes CR NUL."""
+    return _as_bytes(data).replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
+
+
+def from_netascii(data: bytes | bytearray | memoryview) -> bytes:
+    """Decode netascii: CR LF becomes LF, CR NUL becomes CR.
+
+    A CR followed by any other byte (or ending the data) is kept as it is and the byte after it
+    is decoded normally; peers that send bare CRs lose nothing.
+    """
+    # CR LF and CR NUL cannot overlap (their second byte is not a CR), so two passes are exact.
+    return _as_bytes(data).replace(b"\r\n", b"\n").replace(b"\r\0", b"\r")
+
+
+class NetasciiEncoder:
+    """Incremental :func:`to_netascii`: ``feed(chunk)`` returns the encoded chunk."""
+
+    __slots__ = ()
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> bytes:
+        return to_netascii(chunk)
+
+    def flush(self) -> bytes:
+        return b""
+
+
+class NetasciiDecoder:
+    """Incremental :func:`from_netascii`: a CR ending a chunk waits for the next byte.
+
+    ``b"".join(d.feed(c) for c in chunks) + d.flush()`` equals ``from_netascii(b"".join(chunks))``
+    however the data is split.
+    """
+
+    __slots__ = ("_pending_cr",)
+
+    def __init__(self) -> None:
+        self._pending_cr = False
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> bytes:
+        data = _as_bytes(chunk)
+        if self._pending_cr:
+            if not data:
+                return b""
+            data = b"\r" + data
+            self._pending_cr = False
+        if data.endswith(b"\r"):
+            self._pending_cr = True
+            data = data[:-1]
+        return from_netascii(data)
+
+    def flush(self) -> bytes:
+        """The held-back CR, if the data ended with one; the decoder is then reset."""
+        if self._pending_cr:
+            self._pending_cr = False
+            return b"\r"
+        return b""
