@@ -1,0 +1,267 @@
+"""The echo load generator (``fastnet.bench.loadgen`` / ``python -m fastnet.bench echo``).
+
+Real servers on loopback: an honest echo server, and deliberately broken ones (corrupting,
+dropping, hanging up) whose faults the generator must count.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from fastnet.bench import loadgen
+
+
+class _Server:
+    """A threaded TCP or UDP server on 127.0.0.1 whose reply is ``transform(data, state)``."""
+
+    def __init__(self, udp=False, transform=None, family=socket.AF_INET, host="127.0.0.1"):
+        self.udp = udp
+        self.transform = transform or (lambda data, state: data)
+        self.sock = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.first_chunks: list[bytes] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._conns: list[socket.socket] = []
+        if not udp:
+            self.sock.listen(64)
+        self.sock.settimeout(0.1)
+        t = threading.Thread(target=self._udp_loop if udp else self._accept_loop, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept_loop(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(0.1)
+            self._conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _serve(self, conn):
+        state = {"count": 0, "conn": conn, "first": True}
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                if state["first"]:
+                    self.first_chunks.append(data)
+                    state["first"] = False
+                reply = self.transform(data, state)
+                state["count"] += len(data)
+                if reply is None:
+                    return
+                try:
+                    conn.sendall(reply)
+                except OSError:
+                    return
+
+    def _udp_loop(self):
+        state = {"count": 0}
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not state["count"]:
+                self.first_chunks.append(data)
+            reply = self.transform(data, state)
+            state["count"] += 1
+            if reply is not None:
+                self.sock.sendto(reply, addr)
+
+    def close(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def server_factory():
+    servers = []
+
+    def make(**kwargs):
+        s = _Server(**kwargs)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def test_honest_tcp_server_gives_no_errors(server_factory, implementation):
+    srv = server_factory()
+    r = loadgen.run_echo("127.0.0.1", srv.port, conns=3, size=3000, secs=0.5, pipeline=2)
+    assert loadgen.IMPLEMENTATION == implementation == r["implementation"]
+    assert r["requests"] > 0
+    assert (r["errors"], r["mismatches"], r["losses"]) == (0, 0, 0)
+    # every request is one whole message; at most pipeline messages per connection are in flight
+    assert r["requests"] * 3000 <= r["bytes"] < (r["requests"] + 3 * 2) * 3000
+    lat = r["latency_us"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+
+
+def test_large_messages_are_verified_across_partial_reads(server_factory):
+    srv = server_factory()
+    r = loadgen.run_echo("127.0.0.1", srv.port, conns=2, size=300_000, secs=0.5)
+    assert r["requests"] > 0
+    assert (r["errors"], r["mismatches"]) == (0, 0)
+
+
+def test_corrupted_bytes_are_counted_as_mismatches(server_factory):
+    def corrupt(data, state):
+        # flip one bit at stream offset 5000, 15000, 25000, ...: once per few messages
+        out = bytearray(data)
+        for i in range(len(out)):
+            if (state["count"] + i) % 10000 == 5000:
+                out[i] ^= 0x01
+        return bytes(out)
+
+    srv = server_factory(transform=corrupt)
+    r = loadgen.run_echo("127.0.0.1", srv.port, conns=1, size=1000, secs=0.5)
+    assert r["requests"] >= 20
+    # one corrupted byte per 10 messages of 1000 bytes
+    assert r["mismatches"] == pytest.approx(r["requests"] / 10, abs=2)
+    assert r["errors"] == 0
+
+
+def test_dropped_byte_is_a_mismatch(server_factory):
+    def drop_one(data, state):
+        if state["count"] <= 2500 < state["count"] + len(data):
+            i = 2500 - state["count"]
+            return data[:i] + data[i + 1 :]
+        return data
+
+    srv = server_factory(transform=drop_one)
+    # with two messages in flight the next message's first byte fills the gap: caught
+    r = loadgen.run_echo("127.0.0.1", srv.port, conns=1, size=1000, secs=0.3, pipeline=2)
+    assert r["mismatches"] >= 1
+
+
+def test_server_hanging_up_counts_errors_and_reconnects(server_factory):
+    def hang_up_after_some(data, state):
+        return None if state["count"] >= 5000 else data
+
+    srv = server_factory(transform=hang_up_after_some)
+    r = loadgen.run_echo("127.0.0.1", srv.port, conns=1, size=1000, secs=0.5)
+    assert r["errors"] >= 2  # it reconnected after the first hang-up and saw another one
+    assert r["requests"] >= 10
+    assert r["mismatches"] == 0
+
+
+def test_udp_honest_corrupting_and_dropping(server_factory):
+    honest = server_factory(udp=True)
+    r = loadgen.run_echo("127.0.0.1", honest.port, conns=2, size=512, secs=0.4, udp=True)
+    assert r["requests"] > 0 and r["proto"] == "udp"
+    assert (r["errors"], r["mismatches"], r["losses"]) == (0, 0, 0)
+    assert r["bytes"] == r["requests"] * 512
+
+    def corrupt_every_third(data, state):
+        if state["count"] % 3 == 0:
+            return data[:-1] + bytes([data[-1] ^ 0xFF])
+        return data
+
+    bad = server_factory(udp=True, transform=corrupt_every_third)
+    r = loadgen.run_echo("127.0.0.1", bad.port, conns=1, size=100, secs=0.4, udp=True)
+    assert r["mismatches"] == pytest.approx(r["requests"] / 3, abs=2)
+
+    def drop_every_fourth(data, state):
+        return None if state["count"] % 4 == 3 else data
+
+    lossy = server_factory(udp=True, transform=drop_every_fourth)
+    r = loadgen.run_echo("127.0.0.1", lossy.port, conns=1, size=64, secs=0.6, udp=True, udp_timeout=0.02)
+    assert r["losses"] >= 3
+    assert r["mismatches"] == 0
+    # each lost datagram costs a 20 ms timeout, so answered ones are ~3 per loss
+    assert r["requests"] == pytest.approx(3 * r["losses"], abs=3)
+
+
+def test_ipv6_loopback(server_factory):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    srv = server_factory(family=socket.AF_INET6, host="::1")
+    r = loadgen.run_echo("::1", srv.port, conns=1, size=100, secs=0.2)
+    assert r["requests"] > 0 and r["mismatches"] == 0
+
+
+def test_both_implementations_send_the_same_bytes(server_factory, implementation):
+    from fastnet import _compat
+
+    firsts = {}
+    for mode in ("c", "python") if _compat.c_available("fastnet.bench._loadgen_c") else ("python",):
+        previous = _compat.activate(mode)
+        try:
+            srv = server_factory(udp=True)
+            loadgen.run_echo("127.0.0.1", srv.port, conns=1, size=2000, secs=0.1, udp=True)
+            firsts[mode] = srv.first_chunks[0]
+        finally:
+            _compat.activate(previous)
+    from fastnet.bench import _loadgen_py
+
+    assert firsts["python"] == _loadgen_py.message(0, 0, 2000)
+    if "c" in firsts:
+        assert firsts["c"] == firsts["python"]
+
+
+def test_bad_parameters_raise_value_error():
+    with pytest.raises(ValueError):
+        loadgen.run_echo("127.0.0.1", 9, conns=0)
+    with pytest.raises(ValueError):
+        loadgen.run_echo("127.0.0.1", 9, udp=True, size=4)
+    with pytest.raises(ValueError):
+        loadgen.run_echo("127.0.0.1", 9, udp=True, size=65508)
+
+
+def test_cli_json_and_text(server_factory, impl_env, implementation):
+    srv = server_factory()
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnet.bench", "echo", "--port", str(srv.port), "--conns", "2",
+         "--size", "100", "--secs", "0.3", "--json"],
+        env=impl_env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["implementation"] == implementation
+    assert result["requests"] > 0 and result["mismatches"] == 0
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnet.bench", "echo", "--port", str(srv.port), "--secs", "0.2"],
+        env=impl_env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "requests/s" in out.stdout and "p99.9" in out.stdout and "mismatches 0" in out.stdout
+
+
+def test_cli_refused_is_one_line_error(impl_env):
+    from conftest import free_port
+
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnet.bench", "echo", "--port", str(free_port()), "--secs", "0.2"],
+        env=impl_env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "refused" in out.stderr.lower()
+    assert "Traceback" not in out.stderr
