@@ -16,13 +16,25 @@ def _version_line() -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastnet", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m fastnet",
+        description="Print the catalogue of the notes' examples: where each is in the notes, the "
+        "command that runs it, and what it shows. Every listed command takes --help.",
+    )
     parser.add_argument("--version", action="store_true", help="print the version and the active implementation")
+    parser.add_argument("--markdown", action="store_true", help="print the catalogue as a Markdown table")
     args = parser.parse_args(argv)
     if args.version:
         print(_version_line())
         return 0
-    parser.print_help()
+    from fastnet import _cli, catalogue
+
+    _cli._setup_output()
+    try:
+        print(catalogue.as_markdown() if args.markdown else catalogue.as_text(), flush=True)
+    except BrokenPipeError:
+        sys.stdout = open("/dev/null", "w")  # noqa: SIM115 - quiet interpreter shutdown after `| head`
+        return 1
     return 0
 
 

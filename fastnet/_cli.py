@@ -1,0 +1,233 @@
+"""Command-line plumbing shared by the notes' examples (``python -m fastnet.udp`` and friends).
+
+Conventions every example follows, so that people and tests can drive them alike:
+
+- bytes on the wire, text on the terminal: received data is decoded as UTF-8 and undecodable
+  bytes are shown escaped (``\\xff``); stdout is UTF-8 and line-buffered;
+- a server prints ``listening on HOST:PORT`` as its first line, flushed, so that a caller that
+  passed ``--port 0`` learns the port the kernel chose;
+- ``--host`` defaults to 127.0.0.1; serving every interface takes an explicit ``--all-interfaces``;
+- what the notes read from the keyboard comes from ``--message`` (repeatable) or from stdin lines;
+- loops the notes run forever can be bounded (``--count``, ``--rounds``, ``--duration``);
+- Ctrl-C ends a program quietly with exit status 130; an expected failure (connection refused,
+  timeout, bad address) is a one-line ``error:`` message on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+__all__ = [
+    "LISTENING",
+    "Deadline",
+    "add_address_options",
+    "add_bounds",
+    "add_message_option",
+    "announce",
+    "bind_address",
+    "connect_address",
+    "emit",
+    "fail",
+    "family_of",
+    "format_address",
+    "messages",
+    "run",
+    "show",
+]
+
+#: First line of every server: ``listening on 127.0.0.1:7788``.
+LISTENING = "listening on"
+
+EXIT_INTERRUPTED = 130
+
+
+def _setup_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            try:
+                stream.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
+            except (ValueError, io.UnsupportedOperation):  # pragma: no cover - exotic streams
+                pass
+
+
+def show(data: bytes) -> str:
+    """*data* as one line of text: UTF-8, undecodable bytes and line breaks escaped.
+
+    A trailing line break (what a line-oriented peer sends) is dropped rather than escaped.
+    """
+    text = data.decode("utf-8", "backslashreplace")
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def emit(*parts: object) -> None:
+    """Print one line to stdout, flushed (the examples' output is read by people and by tests)."""
+    print(*parts, flush=True)
+
+
+def fail(message: str) -> int:
+    """Report an expected failure as one line on stderr; return the exit status 1."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def format_address(address) -> str:
+    """``127.0.0.1:7788`` / ``[::1]:7788`` for a socket address tuple."""
+    host, port = address[0], address[1]
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def add_address_options(parser: argparse.ArgumentParser, port: int, *, server: bool) -> None:
+    """``--host``/``--port`` (and ``--all-interfaces`` for a server) with the notes' port."""
+    if server:
+        parser.add_argument(
+            "--host",
+            default="127.0.0.1",
+            help="address to bind (default: %(default)s, loopback only)",
+        )
+        parser.add_argument(
+            "--all-interfaces",
+            action="store_true",
+            help="bind every interface (0.0.0.0), as the notes' ('', PORT) does; overrides --host",
+        )
+    else:
+        parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=port,
+        help="port (default: %(default)s, as in the notes" + ("; 0 picks a free one)" if server else ")"),
+    )
+
+
+def bind_address(args: argparse.Namespace) -> tuple[str, int]:
+    if getattr(args, "all_interfaces", False):
+        return ("::" if ":" in args.host else "0.0.0.0", args.port)
+    return (args.host, args.port)
+
+
+def connect_address(args: argparse.Namespace) -> tuple[str, int]:
+    return (args.host, args.port)
+
+
+def announce(sock: socket.socket) -> None:
+    """Print the ``listening on HOST:PORT`` line a server starts with."""
+    emit(f"{LISTENING} {format_address(sock.getsockname())}")
+
+
+def add_bounds(
+    parser: argparse.ArgumentParser,
+    *,
+    count: str | None = None,
+    duration: bool = True,
+) -> None:
+    """``--count N`` (what is counted is said by *count*) and ``--duration SECONDS``; both unbounded by default."""
+    if count is not None:
+        parser.add_argument("--count", type=int, default=None, metavar="N", help=f"stop after {count} (default: never)")
+    if duration:
+        parser.add_argument(
+            "--duration",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="stop after this many seconds (default: never)",
+        )
+
+
+def add_message_option(parser: argparse.ArgumentParser, what: str = "message to send") -> None:
+    parser.add_argument(
+        "-m",
+        "--message",
+        action="append",
+        default=None,
+        help=f"{what}; repeat for several (default: read lines from stdin)",
+    )
+
+
+def messages(args: argparse.Namespace, prompt: str = "") -> Iterator[bytes]:
+    """The lines the notes read with ``raw_input``: ``--message`` values, else stdin lines.
+
+    A prompt is written only when stdin is a terminal.  Lines are bytes without their line break.
+    """
+    if args.message is not None:
+        for text in args.message:
+            yield text.encode("utf-8", "surrogateescape")
+        return
+    interactive = sys.stdin.isatty()
+    stdin = sys.stdin.buffer
+    while True:
+        if interactive and prompt:
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+        line = stdin.readline()
+        if not line:
+            return
+        yield line.rstrip(b"\r\n")
+
+
+class Deadline:
+    """The end of a ``--duration``: ``remaining()`` is None when there is no bound."""
+
+    __slots__ = ("_end",)
+
+    def __init__(self, seconds: float | None) -> None:
+        self._end = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self) -> float | None:
+        if self._end is None:
+            return None
+        return max(0.0, self._end - time.monotonic())
+
+    def expired(self) -> bool:
+        return self._end is not None and time.monotonic() >= self._end
+
+    def timeout(self, cap: float | None = None) -> float | None:
+        """Seconds to wait next: the time left, at most *cap* (None: block)."""
+        left = self.remaining()
+        if left is None:
+            return cap
+        return left if cap is None else min(left, cap)
+
+
+def run(handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run one example: its exit status, 130 on Ctrl-C, a one-line error for network failures."""
+    _setup_output()
+    try:
+        return handler(args) or 0
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout went away (``| head``): nothing more to say
+        try:
+            sys.stdout = open("/dev/null", "w")  # noqa: SIM115 - keep interpreter shutdown quiet
+        except OSError:  # pragma: no cover
+            pass
+        return 1
+    except socket.timeout as exc:
+        return fail(f"timed out ({exc})" if str(exc) else "timed out")
+    except OSError as exc:
+        return fail(exc.strerror or str(exc) if not exc.filename else str(exc))
+
+
+def dispatch(parser: argparse.ArgumentParser, argv=None) -> int:
+    """Parse *argv* for a parser whose subcommands set ``handler``; run the chosen one."""
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    return run(handler, args)
