@@ -44,7 +44,49 @@ def install() -> None:
 
 def run(main: Awaitable[_T], *, debug: bool | None = None, **run_kwargs: Any) -> _T:
     """Run the coroutine *main* on a new :class:`Loop`, like ``uvloop.run``."""
+    return _run_with(Loop, main, debug, run_kwargs)
+
+
+def _run_with(loop_factory: Callable[[], asyncio.AbstractEventLoop], main: Awaitable[_T],
+              debug: bool | None, run_kwargs: dict) -> _T:
+    """``asyncio.run(main, loop_factory=...)`` on every Python fastnet supports (3.10+)."""
     if sys.version_info >= (3, 12):
-        return asyncio.run(main, debug=debug, loop_factory=Loop, **run_kwargs)
-    with asyncio.Runner(debug=debug, loop_factory=Loop) as runner:
-        return runner.run(main)
+        return asyncio.run(main, debug=debug, loop_factory=loop_factory, **run_kwargs)
+    if run_kwargs:
+        raise TypeError(f"run() got unexpected keyword arguments {sorted(run_kwargs)}")
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(debug=debug, loop_factory=loop_factory) as runner:
+            return runner.run(main)
+    return _run_310(loop_factory, main, debug)
+
+
+def _run_310(loop_factory, main, debug):  # pragma: no cover - Python 3.10 has no asyncio.Runner
+    if asyncio.events._get_running_loop() is not None:
+        raise RuntimeError("fastnet.run() cannot be called from a running event loop")
+    if not asyncio.iscoroutine(main):
+        raise ValueError(f"a coroutine was expected, got {main!r}")
+    loop = loop_factory()
+    try:
+        asyncio.set_event_loop(loop)
+        if debug is not None:
+            loop.set_debug(debug)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            to_cancel = asyncio.all_tasks(loop)
+            for task in to_cancel:
+                task.cancel()
+            if to_cancel:
+                loop.run_until_complete(asyncio.gather(*to_cancel, return_exceptions=True))
+            for task in to_cancel:
+                if not task.cancelled() and task.exception() is not None:
+                    loop.call_exception_handler({
+                        "message": "unhandled exception during fastnet.run() shutdown",
+                        "exception": task.exception(),
+                        "task": task,
+                    })
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
