@@ -1,0 +1,160 @@
+"""Pieces shared by the TFTP client and server: statistics, block sources and sinks, options.
+
+A *block source* turns a file into DATA payloads for the sender (block ``k`` is bytes
+``(k-1)*blksize .. k*blksize`` of the wire stream); it reads the file in large chunks, so the
+per-block cost is a slice, and it keeps only the blocks the sender may still have to resend.
+A *block sink* writes received payloads.  Both convert netascii on the fly.
+
+Block numbers here are absolute (1, 2, ... past 65535); the wire carries ``k & 0xFFFF``, so a
+transfer rolls over from 65535 to 0 as tftpd-hpa, curl, atftp and busybox do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, BinaryIO
+
+from . import codec
+
+__all__ = [
+    "TransferStats",
+    "BlockSource",
+    "BlockSink",
+    "MAX_WINDOWSIZE",
+    "MIN_TIMEOUT",
+    "MAX_TIMEOUT",
+    "parse_uint",
+    "free_space",
+    "MODES",
+]
+
+MAX_WINDOWSIZE = 65535  # RFC 7440
+MIN_TIMEOUT = 1  # RFC 2349, seconds
+MAX_TIMEOUT = 255
+MODES = ("octet", "netascii")
+_READ_CHUNK = 1 << 20
+
+
+@dataclasses.dataclass
+class TransferStats:
+    """What one transfer did.
+
+    ``bytes`` counts file bytes (the local file's, after netascii conversion); ``blocks`` the DATA
+    blocks sent or received in sequence; ``retransmissions`` the packets sent again after a
+    timeout (or a gap, in a windowed transfer); ``options`` the options in force, as negotiated
+    (empty when the peer ignored them).
+    """
+
+    filename: str
+    direction: str  # "download" / "upload" (client), "read" / "write" (server)
+    peer: tuple = ()
+    bytes: int = 0
+    blocks: int = 0
+    retransmissions: int = 0
+    seconds: float = 0.0
+    blksize: int = 512
+    windowsize: int = 1
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    total: int | None = None  # the size announced by tsize, when known
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second (0.0 for an instantaneous transfer)."""
+        return self.bytes / self.seconds if self.seconds > 0 else 0.0
+
+
+def parse_uint(value: str) -> int | None:
+    """A TFTP option's decimal value, or None when it is not a plain unsigned decimal number."""
+    if not value or len(value) > 20 or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
+
+
+def free_space(directory: str) -> int:
+    """Bytes an unprivileged writer may still allocate under *directory*."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+class BlockSource:
+    """DATA payloads of a file, block by block (``block(k)``), read ahead in large chunks."""
+
+    __slots__ = ("_read", "_blksize", "_buf", "_view", "_first", "_keep", "_eof", "_encoder", "_chunk", "bytes_read")
+
+    def __init__(self, fileobj: BinaryIO, blksize: int, *, netascii: bool = False, chunk: int = _READ_CHUNK) -> None:
+        self._read = fileobj.read
+        self._blksize = blksize
+        self._buf = b""
+        self._view = memoryview(b"")
+        self._first = 1  # block number of the first byte of _buf
+        self._keep = 1  # blocks before this one are never asked for again
+        self._eof = False
+        self._encoder = codec.NetasciiEncoder() if netascii else None
+        self._chunk = max(chunk, blksize)
+        self.bytes_read = 0
+
+    def release(self, block: int) -> None:
+        """Blocks before *block* are acknowledged: their bytes may be dropped."""
+        self._keep = block
+
+    def block(self, k: int) -> memoryview:
+        """The payload of block *k* (shorter than blksize for the last block, maybe empty)."""
+        bs = self._blksize
+        start = (k - self._first) * bs
+        end = start + bs
+        if end > len(self._buf) and not self._eof:
+            self._fill(end)
+            start = (k - self._first) * bs
+            end = start + bs
+        return self._view[start:end]
+
+    def _fill(self, end: int) -> None:
+        bs = self._blksize
+        drop = (self._keep - self._first) * bs
+        buf = self._buf
+        if drop > 0:
+            buf = buf[drop:]
+            self._first = self._keep
+            end -= drop
+        parts = [buf]
+        have = len(buf)
+        while have < end and not self._eof:
+            data = self._read(self._chunk)
+            if not data:
+                self._eof = True
+                if self._encoder is not None:
+                    data = self._encoder.flush()
+            else:
+                self.bytes_read += len(data)
+                if self._encoder is not None:
+                    data = self._encoder.feed(data)
+            parts.append(data)
+            have += len(data)
+        self._view.release()
+        self._buf = buf = b"".join(parts)
+        self._view = memoryview(buf)
+
+
+class BlockSink:
+    """Writes received DATA payloads to a binary file, decoding netascii if asked."""
+
+    __slots__ = ("_write", "_decoder", "bytes_written")
+
+    def __init__(self, fileobj: BinaryIO, *, netascii: bool = False) -> None:
+        self._write = fileobj.write
+        self._decoder = codec.NetasciiDecoder() if netascii else None
+        self.bytes_written = 0
+
+    def write(self, payload: bytes) -> None:
+        if self._decoder is not None:
+            payload = self._decoder.feed(payload)
+        self._write(payload)
+        self.bytes_written += len(payload)
+
+    def finish(self) -> None:
+        if self._decoder is not None:
+            tail = self._decoder.flush()
+            if tail:
+                self._write(tail)
+                self.bytes_written += len(tail)

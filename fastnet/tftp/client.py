@@ -1,0 +1,670 @@
+"""A blocking TFTP client: :func:`download` (RRQ) and :func:`upload` (WRQ).
+
+    from fastnet.tftp import client
+    stats = client.download("127.0.0.1", "pxelinux.0", "/tmp/pxelinux.0", blksize=1468, windowsize=16)
+    print(stats.bytes, stats.seconds, stats.retransmissions, stats.options)
+
+RFC 1350 (octet and netascii), RFC 2347 options with OACK, RFC 2348 ``blksize``, RFC 2349
+``timeout``/``tsize`` and RFC 7440 ``windowsize``; block numbers roll over past 65535 to 0.
+
+- The transfer ID (TID) is checked: the first answer from the server's address fixes its port;
+  a packet from any other address gets ERROR 5 and is otherwise ignored.
+- Retransmission happens only on timeout, with exponential backoff, and at most *retries* times
+  in a row without progress (then :class:`~fastnet.tftp.TftpTimeout`).  A duplicate ACK never
+  causes a duplicate DATA (no Sorcerer's Apprentice; see ``docs/tftp.md`` for windowed transfers).
+- A download is written to a temporary file beside the target and renamed into place only when
+  complete: a failed download leaves no partial file and never clobbers an existing one.
+- After the last ACK of a download the client *dallies* (re-ACKs a repeated last DATA) in a
+  background thread, so the call returns at once; the interpreter waits for it at exit.
+
+The socket is blocking, with the receive timeout set in the kernel (``SO_RCVTIMEO``), so each
+packet costs one ``recvfrom`` and one ``sendto`` system call.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import struct
+import tempfile
+import threading
+import time
+from typing import Any, BinaryIO, Callable, Union
+
+from . import codec
+from ._transfer import MAX_WINDOWSIZE, MODES, BlockSink, BlockSource, TransferStats, free_space, parse_uint
+from .errors import TftpError, TftpProtocolError, TftpRemoteError, TftpTimeout
+
+__all__ = ["download", "upload", "TransferStats", "DEFAULT_PORT"]
+
+DEFAULT_PORT = 69
+_MAX_BACKOFF = 8.0  # a single wait never exceeds this many times the base timeout
+_PROGRESS_EVERY = 0.1  # seconds between progress callbacks
+_RCVBUF = 4 << 20  # ask for a large receive buffer: a window of big blocks arrives at once
+
+LocalFile = Union[str, "os.PathLike[str]", BinaryIO]
+Progress = Callable[[TransferStats], Any]
+
+_timeval = struct.Struct("@ll")
+
+
+class _Channel:
+    """One UDP socket talking to one server: TID locking, kernel-side receive timeouts."""
+
+    def __init__(self, host: str, port: int, timeout: float, retries: int) -> None:
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        try:
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            raise TftpError(f"cannot resolve {host!r}: {exc.strerror}") from None
+        family, _, _, _, sockaddr = infos[0]
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+        except OSError:  # pragma: no cover - a kernel that refuses: keep its default
+            pass
+        self.server = sockaddr
+        self.server_ip = sockaddr[0]
+        self.timeout = timeout
+        self.retries = retries
+        self._current: float | None = None
+        self.set_timeout(timeout)
+
+    def set_timeout(self, seconds: float) -> None:
+        if seconds == self._current:
+            return
+        self._current = seconds
+        sec = int(seconds)
+        usec = max(1, int((seconds - sec) * 1e6)) if sec == 0 else int((seconds - sec) * 1e6)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval.pack(sec, usec))
+
+    def rcvbuf(self) -> int:
+        # Linux reports twice the usable size; the usable half is what matters here
+        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _request_options(
+    blksize: int | None, windowsize: int | None, tsize: int | None, server_timeout: int | None
+) -> dict[str, int]:
+    options: dict[str, int] = {}
+    if blksize is not None:
+        if not codec.MIN_BLKSIZE <= blksize <= codec.MAX_BLKSIZE:
+            raise ValueError(f"blksize must be in {codec.MIN_BLKSIZE}..{codec.MAX_BLKSIZE}, not {blksize}")
+        options["blksize"] = blksize
+    if windowsize is not None:
+        if not 1 <= windowsize <= MAX_WINDOWSIZE:
+            raise ValueError(f"windowsize must be in 1..{MAX_WINDOWSIZE}, not {windowsize}")
+        options["windowsize"] = windowsize
+    if tsize is not None:
+        options["tsize"] = tsize
+    if server_timeout is not None:
+        if not 1 <= server_timeout <= 255:
+            raise ValueError(f"server_timeout must be in 1..255 seconds, not {server_timeout}")
+        options["timeout"] = server_timeout
+    return options
+
+
+def _accept_oack(sent: dict[str, int], oack: dict[str, str], stats: TransferStats, is_read: bool) -> None:
+    """Check the server's OACK against what we asked; fill *stats*; TftpProtocolError if refused."""
+    accepted: dict[str, Any] = {}
+    for name, raw in oack.items():
+        if name not in sent:
+            raise TftpProtocolError(f"server acknowledged option {name!r} that was not requested", 8)
+        value = parse_uint(raw)
+        if value is None:
+            raise TftpProtocolError(f"server sent a non-numeric value {raw!r} for option {name!r}", 8)
+        if name == "blksize":
+            if not codec.MIN_BLKSIZE <= value <= sent[name]:
+                raise TftpProtocolError(f"server chose blksize {value}, outside 8..{sent[name]}", 8)
+            stats.blksize = value
+        elif name == "windowsize":
+            if not 1 <= value <= sent[name]:
+                raise TftpProtocolError(f"server chose windowsize {value}, outside 1..{sent[name]}", 8)
+            stats.windowsize = value
+        elif name == "timeout":
+            if value != sent[name]:
+                raise TftpProtocolError(f"server changed the timeout to {value}", 8)
+        elif name == "tsize":
+            if is_read:
+                stats.total = value
+            elif value != sent[name]:
+                raise TftpProtocolError(f"server changed tsize to {value}", 8)
+        accepted[name] = value
+    stats.options = accepted
+
+
+def _same_peer(addr: tuple, peer: tuple) -> bool:
+    return addr[1] == peer[1] and addr[0] == peer[0]
+
+
+class _Dally(threading.Thread):
+    """Keeps the socket after the final ACK and re-ACKs a repeated last DATA (RFC 1350 dallying)."""
+
+    def __init__(self, channel: _Channel, peer: tuple, last_block: int, final_ack: bytes, seconds: float) -> None:
+        super().__init__(name="fastnet-tftp-dally", daemon=False)
+        self._channel = channel
+        self._peer = peer
+        self._last = last_block & 0xFFFF
+        self._ack = final_ack
+        self._until = time.monotonic() + seconds
+
+    def run(self) -> None:
+        channel = self._channel
+        try:
+            while True:
+                left = self._until - time.monotonic()
+                if left <= 0:
+                    return
+                channel.set_timeout(min(left, 0.25))
+                try:
+                    data, addr = channel.sock.recvfrom(codec.MAX_BLKSIZE + 4)
+                except OSError:
+                    continue
+                if _same_peer(addr, self._peer) and len(data) >= 4 and data[1] == 3:
+                    if ((data[2] << 8) | data[3]) == self._last:
+                        channel.sock.sendto(self._ack, self._peer)
+        finally:
+            channel.close()
+
+
+def _open_target(local: LocalFile | None, remote: str) -> tuple[BinaryIO, str | None, str | None]:
+    """(file to write, temporary path, final path) for a download target."""
+    if local is None:
+        name = os.path.basename(remote.replace("\\", "/").rstrip("/"))
+        if not name or name in (".", ".."):
+            raise ValueError(f"cannot derive a local file name from {remote!r}; pass local=")
+        local = name
+    if hasattr(local, "write"):
+        return local, None, None  # type: ignore[return-value]
+    final = os.fspath(local)  # type: ignore[arg-type]
+    if os.path.isdir(final):
+        final = os.path.join(final, os.path.basename(remote.replace("\\", "/").rstrip("/")))
+        if os.path.isdir(final):
+            raise IsADirectoryError(f"{final} is a directory")
+    directory = os.path.dirname(os.path.abspath(final))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(final) + ".", suffix=".part")
+    return os.fdopen(fd, "wb", buffering=1 << 20), tmp, final
+
+
+def download(
+    host: str,
+    remote: str,
+    local: LocalFile | None = None,
+    *,
+    port: int = DEFAULT_PORT,
+    blksize: int | None = None,
+    windowsize: int | None = None,
+    timeout: float = 1.0,
+    retries: int = 5,
+    tsize: bool = True,
+    mode: str = "octet",
+    progress: Progress | None = None,
+    server_timeout: int | None = None,
+) -> TransferStats:
+    """Fetch *remote* from the TFTP server *host* into *local* (a path or a binary file object).
+
+    *local* defaults to the remote file's base name in the current directory.  *blksize* and
+    *windowsize* are requested when given (the server may choose smaller values, or ignore them
+    and fall back to 512-byte lockstep); *tsize* asks the server for the file size (used for
+    progress and checked against the local free space).  *timeout* is the first retransmission
+    timeout in seconds (doubling on each retry, *retries* at most in a row); *server_timeout*
+    (1..255) requests the server's retransmission timeout with the RFC 2349 option.  *progress*
+    is called with the live :class:`TransferStats` about ten times a second.
+
+    Returns the transfer's :class:`TransferStats`.  Raises :class:`~fastnet.tftp.TftpRemoteError`
+    when the server answers with an ERROR, :class:`~fastnet.tftp.TftpTimeout` when it stops
+    answering, :class:`~fastnet.tftp.TftpProtocolError` for a broken reply, ``OSError`` for a
+    local file problem.
+    """
+    mode = mode.lower()
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    # tsize means nothing useful for netascii (the sizes differ), and tftpd-hpa refuses it there
+    options = _request_options(blksize, windowsize, 0 if tsize and mode == "octet" else None, server_timeout)
+    channel = _Channel(host, port, timeout, retries)
+    if windowsize is not None:
+        # never ask for a window the kernel cannot queue at once: a burst larger than the
+        # receive buffer is a certain loss on every window
+        fits = max(1, channel.rcvbuf() // ((blksize or codec.DEFAULT_BLKSIZE) + 512))
+        options["windowsize"] = min(windowsize, fits)
+    stats = TransferStats(filename=remote, direction="download", peer=channel.server)
+    try:
+        fileobj, tmp, final = _open_target(local, remote)
+    except BaseException:
+        channel.close()
+        raise
+    dally: _Dally | None = None
+    try:
+        sink = BlockSink(fileobj, netascii=(mode == "netascii"))
+        try:
+            dally = _receive(channel, codec.encode_rrq(remote, mode, options), options, sink, stats, progress, tmp)
+        except TftpRemoteError as exc:
+            if exc.code != 8 or not options or stats.blocks or stats.options:
+                raise
+            # RFC 2347: a server that refuses the options outright (tftpd-hpa does for tsize in
+            # netascii mode) gets the plain RFC 1350 request, from a fresh port (a new TID)
+            channel.close()
+            channel = _Channel(host, port, timeout, retries)
+            stats.peer = channel.server
+            dally = _receive(channel, codec.encode_rrq(remote, mode), {}, sink, stats, progress, tmp)
+        sink.finish()
+        if tmp is not None:
+            fileobj.close()
+            os.replace(tmp, final)  # type: ignore[arg-type]
+            tmp = None
+        else:
+            fileobj.flush()
+        stats.bytes = sink.bytes_written
+    except BaseException:
+        if tmp is not None:
+            try:
+                fileobj.close()
+            finally:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+        channel.close()
+        raise
+    if dally is not None:
+        dally.start()
+    else:
+        channel.close()
+    return stats
+
+
+def _remote_error(packet: Any) -> TftpRemoteError:
+    return TftpRemoteError(packet.message, int(packet.code))
+
+
+def _send_error(sock: socket.socket, addr: tuple, code: int, message: str) -> None:
+    try:
+        sock.sendto(codec.encode_error(code, message), addr)
+    except OSError:
+        pass
+
+
+def _receive(
+    channel: _Channel,
+    request: bytes,
+    options: dict[str, int],
+    sink: BlockSink,
+    stats: TransferStats,
+    progress: Progress | None,
+    tmp_path: str | None,
+) -> _Dally | None:
+    """The receiving side of an RRQ: returns the dallying thread (not started) after the last ACK."""
+    sock = channel.sock
+    recvfrom = sock.recvfrom
+    sendto = sock.sendto
+    decode = codec.decode
+    Data, Ack, Error, OptionAck = codec.Data, codec.Ack, codec.Error, codec.OptionAck
+    DecodeError = codec.DecodeError
+    encode_ack = codec.encode_ack
+    monotonic = time.monotonic
+    write = sink.write
+
+    base_timeout = channel.timeout
+    retries = channel.retries
+    server_ip = channel.server_ip
+    peer: tuple | None = None
+    dest = channel.server
+    last_sent = request
+    blksize = codec.DEFAULT_BLKSIZE
+    window = 1
+    expected = 1  # absolute number of the next block wanted
+    in_window = 0  # blocks received since the last ACK we sent
+    gap_acked = False
+    tries = 0
+    wait = base_timeout
+    bufsize = codec.MAX_BLKSIZE + 8
+    started = monotonic()
+    sent_at = started
+    next_report = started + _PROGRESS_EVERY
+    blocks = 0
+
+    sendto(request, dest)
+    while True:
+        data = None
+        try:
+            data, addr = recvfrom(bufsize)
+        except (BlockingIOError, socket.timeout):
+            pass
+        if data is None or peer is None or addr[1] != peer[1] or addr[0] != peer[0]:
+            if data is None or monotonic() - sent_at > wait:
+                # a timeout (the kernel's, or a deadline that foreign packets kept from firing)
+                tries += 1
+                if tries > retries:
+                    what = "no answer from the server" if peer is None else f"transfer stalled at block {expected}"
+                    if peer is not None:
+                        _send_error(sock, peer, 0, "timed out")
+                    raise TftpTimeout(f"{what} after {retries} retries")
+                wait = min(wait * 2, base_timeout * _MAX_BACKOFF)
+                channel.set_timeout(wait)
+                stats.retransmissions += 1
+                if expected > 1:
+                    last_sent = encode_ack((expected - 1) & 0xFFFF)
+                sendto(last_sent, dest)
+                sent_at = monotonic()
+                in_window = 0
+                if data is None:
+                    continue
+            if peer is None and addr[0] == server_ip:
+                peer = dest = addr
+            else:
+                if len(data) < 2 or data[1] != 5:
+                    _send_error(sock, addr, 5, "unknown transfer ID")
+                continue
+        try:
+            packet = decode(data)
+        except DecodeError as exc:
+            _send_error(sock, peer, 4, "malformed packet")
+            raise TftpProtocolError(f"malformed packet from the server: {exc}", 4) from None
+        kind = type(packet)
+        if kind is Data:
+            block = packet.block
+            if block == (expected & 0xFFFF):
+                payload = packet.payload
+                write(payload)
+                blocks += 1
+                expected += 1
+                in_window += 1
+                gap_acked = False
+                if len(payload) < blksize:
+                    ack = encode_ack(block)
+                    sendto(ack, peer)
+                    stats.seconds = monotonic() - started
+                    stats.blocks = blocks
+                    if progress is not None:
+                        stats.bytes = sink.bytes_written
+                        progress(stats)
+                    dally_time = min(2 * max(base_timeout, 1.0), 10.0)
+                    return _Dally(channel, peer, block, ack, dally_time)
+                if in_window >= window:
+                    last_sent = encode_ack(block)
+                    sendto(last_sent, peer)
+                    in_window = 0
+                    if tries:
+                        tries = 0
+                        wait = base_timeout
+                        channel.set_timeout(wait)
+                    sent_at = monotonic()
+                    if progress is not None and sent_at >= next_report:
+                        next_report = sent_at + _PROGRESS_EVERY
+                        stats.blocks = blocks
+                        stats.bytes = sink.bytes_written
+                        stats.seconds = sent_at - started
+                        progress(stats)
+            elif window == 1:
+                if block == ((expected - 1) & 0xFFFF) and expected > 1:
+                    # our ACK was lost and the server sent the block again: ACK it again
+                    sendto(last_sent, peer)
+            elif not gap_acked and ((block - expected) & 0xFFFF) < window:
+                # a gap inside the window (RFC 7440): ACK the last good block, once
+                gap_acked = True
+                in_window = 0
+                last_sent = encode_ack((expected - 1) & 0xFFFF)
+                sendto(last_sent, peer)
+                stats.retransmissions += 1
+            continue
+        if kind is OptionAck:
+            if expected != 1 or not options:
+                if expected == 1 and not options:
+                    _send_error(sock, peer, 8, "no options were requested")
+                    raise TftpProtocolError("server sent an OACK although no option was requested", 8)
+                continue  # a late repeat of the OACK
+            try:
+                _accept_oack(options, packet.options, stats, True)
+            except TftpProtocolError as exc:
+                _send_error(sock, peer, 8, exc.message)
+                raise
+            blksize = stats.blksize
+            window = stats.windowsize
+            if stats.total is not None and tmp_path is not None:
+                directory = os.path.dirname(tmp_path)
+                if stats.total > free_space(directory):
+                    _send_error(sock, peer, 3, "not enough space on the client")
+                    raise TftpError(f"not enough free space in {directory} for {stats.total} bytes", 3)
+            last_sent = encode_ack(0)
+            sendto(last_sent, peer)
+            sent_at = monotonic()
+            continue
+        if kind is Error:
+            raise _remote_error(packet)
+        if kind is Ack:
+            continue  # not ours to receive; ignore
+        _send_error(sock, peer, 4, "unexpected packet")
+        raise TftpProtocolError(f"unexpected {type(packet).__name__} from the server", 4)
+
+
+def upload(
+    host: str,
+    local: LocalFile,
+    remote: str | None = None,
+    *,
+    port: int = DEFAULT_PORT,
+    blksize: int | None = None,
+    windowsize: int | None = None,
+    timeout: float = 1.0,
+    retries: int = 5,
+    tsize: bool = True,
+    mode: str = "octet",
+    progress: Progress | None = None,
+    server_timeout: int | None = None,
+) -> TransferStats:
+    """Send *local* (a path or a binary file object) to the TFTP server *host* as *remote*.
+
+    *remote* defaults to the local file's base name.  With *tsize* the file size is announced
+    (octet mode, a sized file) so that the server can refuse a file larger than its free space.
+    The other arguments, the result and the exceptions are those of :func:`download`.
+    """
+    mode = mode.lower()
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if hasattr(local, "read"):
+        fileobj: BinaryIO = local  # type: ignore[assignment]
+        owned = False
+        if remote is None:
+            name = getattr(local, "name", None)
+            if not isinstance(name, str):
+                raise ValueError("pass remote= for a file object without a name")
+            remote = os.path.basename(name)
+    else:
+        path = os.fspath(local)  # type: ignore[arg-type]
+        fileobj = open(path, "rb", buffering=0)
+        owned = True
+        if remote is None:
+            remote = os.path.basename(path)
+    try:
+        size = None
+        if tsize and mode == "octet":
+            try:
+                st = os.fstat(fileobj.fileno())
+                if stat.S_ISREG(st.st_mode):
+                    size = st.st_size - fileobj.tell()
+            except (OSError, AttributeError, ValueError):
+                size = None
+        options = _request_options(blksize, windowsize, size, server_timeout)
+        channel = _Channel(host, port, timeout, retries)
+        try:
+            stats = TransferStats(filename=remote, direction="upload", peer=channel.server, total=size)
+            try:
+                _send(channel, codec.encode_wrq(remote, mode, options), options, fileobj, mode == "netascii", stats, progress)
+            except TftpRemoteError as exc:
+                if exc.code != 8 or not options or stats.blocks or stats.options:
+                    raise
+                channel.close()  # refused options: retry with a plain RFC 1350 request
+                channel = _Channel(host, port, timeout, retries)
+                stats.peer = channel.server
+                _send(channel, codec.encode_wrq(remote, mode), {}, fileobj, mode == "netascii", stats, progress)
+        finally:
+            channel.close()
+    finally:
+        if owned:
+            fileobj.close()
+    return stats
+
+
+def _send(
+    channel: _Channel,
+    request: bytes,
+    options: dict[str, int],
+    fileobj: BinaryIO,
+    netascii: bool,
+    stats: TransferStats,
+    progress: Progress | None,
+) -> None:
+    """The sending side of a WRQ."""
+    sock = channel.sock
+    recvfrom = sock.recvfrom
+    sendto = sock.sendto
+    decode = codec.decode
+    Ack, Error, OptionAck = codec.Ack, codec.Error, codec.OptionAck
+    DecodeError = codec.DecodeError
+    encode_data = codec.encode_data
+    monotonic = time.monotonic
+
+    base_timeout = channel.timeout
+    retries = channel.retries
+    server_ip = channel.server_ip
+    peer: tuple | None = None
+    dest = channel.server
+    tries = 0
+    wait = base_timeout
+    started = monotonic()
+    sent_at = started
+    next_report = started + _PROGRESS_EVERY
+
+    source: BlockSource | None = None
+    blksize = codec.DEFAULT_BLKSIZE
+    window = 1
+    base = 1  # first unacknowledged block
+    sent_hi = 0  # highest block sent in the current window
+    last_block = 0  # the final (short) block's number once it has been read; 0 = not yet
+    dup_resent = False
+
+    def send_window() -> int:
+        nonlocal sent_hi, last_block
+        block = source.block  # type: ignore[union-attr]
+        k = base
+        end = base + window
+        bs = blksize
+        while k < end:
+            payload = block(k)
+            sendto(encode_data(k & 0xFFFF, payload), peer)
+            if len(payload) < bs:
+                last_block = k
+                break
+            k += 1
+        else:
+            k -= 1
+        sent_hi = k
+        return k - base + 1
+
+    sendto(request, dest)
+    while True:
+        data = None
+        try:
+            data, addr = recvfrom(1024)
+        except (BlockingIOError, socket.timeout):
+            pass
+        if data is None or peer is None or addr[1] != peer[1] or addr[0] != peer[0]:
+            if data is None or monotonic() - sent_at > wait:
+                tries += 1
+                if tries > retries:
+                    what = "no answer from the server" if peer is None else f"transfer stalled at block {base}"
+                    if peer is not None:
+                        _send_error(sock, peer, 0, "timed out")
+                    raise TftpTimeout(f"{what} after {retries} retries")
+                wait = min(wait * 2, base_timeout * _MAX_BACKOFF)
+                channel.set_timeout(wait)
+                if source is None:
+                    stats.retransmissions += 1
+                    sendto(request, dest)
+                else:
+                    stats.retransmissions += send_window()
+                sent_at = monotonic()
+                if data is None:
+                    continue
+            if peer is None and addr[0] == server_ip:
+                peer = dest = addr
+            else:
+                if len(data) < 2 or data[1] != 5:
+                    _send_error(sock, addr, 5, "unknown transfer ID")
+                continue
+        try:
+            packet = decode(data)
+        except DecodeError as exc:
+            _send_error(sock, peer, 4, "malformed packet")
+            raise TftpProtocolError(f"malformed packet from the server: {exc}", 4) from None
+        kind = type(packet)
+        if kind is Ack:
+            if source is None:
+                if packet.block != 0:
+                    continue
+                # the server ignored our options (or we sent none): RFC 1350 defaults
+                stats.options = {}
+                source = BlockSource(fileobj, blksize, netascii=netascii)
+                base = 1
+                send_window()
+                sent_at = monotonic()
+                continue
+            delta = (packet.block - base + 1) & 0xFFFF
+            if 0 < delta <= sent_hi - base + 1:
+                base += delta
+                stats.blocks = base - 1
+                if last_block and base > last_block:
+                    stats.seconds = monotonic() - started
+                    stats.bytes = source.bytes_read
+                    if progress is not None:
+                        progress(stats)
+                    return
+                source.release(base)
+                dup_resent = False
+                if tries:
+                    tries = 0
+                    wait = base_timeout
+                    channel.set_timeout(wait)
+                send_window()
+                sent_at = monotonic()
+                if progress is not None and sent_at >= next_report:
+                    next_report = sent_at + _PROGRESS_EVERY
+                    stats.bytes = min(source.bytes_read, (base - 1) * blksize)
+                    stats.seconds = sent_at - started
+                    progress(stats)
+            elif delta == 0 and window > 1 and not dup_resent:
+                # RFC 7440: the receiver saw a gap at the start of the window; resend it once
+                dup_resent = True
+                stats.retransmissions += send_window()
+                sent_at = monotonic()
+            continue  # a duplicate ACK: never answered in lockstep (Sorcerer's Apprentice)
+        if kind is OptionAck:
+            if source is not None:
+                continue
+            if not options:
+                _send_error(sock, peer, 8, "no options were requested")
+                raise TftpProtocolError("server sent an OACK although no option was requested", 8)
+            try:
+                _accept_oack(options, packet.options, stats, False)
+            except TftpProtocolError as exc:
+                _send_error(sock, peer, 8, exc.message)
+                raise
+            blksize = stats.blksize
+            window = stats.windowsize
+            source = BlockSource(fileobj, blksize, netascii=netascii)
+            send_window()
+            sent_at = monotonic()
+            continue
+        if kind is Error:
+            raise _remote_error(packet)
+        if kind is codec.Data:
+            continue
+        _send_error(sock, peer, 4, "unexpected packet")
+        raise TftpProtocolError(f"unexpected {type(packet).__name__} from the server", 4)
