@@ -1,0 +1,899 @@
+"""A TFTP server on :class:`fastnet.Loop`: one thread, many concurrent transfers.
+
+    from fastnet.tftp.server import TftpServer
+    TftpServer("/srv/tftp", host="0.0.0.0", port=69).serve()          # blocking; SIGTERM/Ctrl-C stop it
+
+    with TftpServer(root, port=0, allow_write=True) as server:         # in a background thread
+        client.download("127.0.0.1", "boot.img", port=server.port)
+
+    server = TftpServer(root, port=0)                                  # inside a running loop
+    await server.start(); ...; await server.close()
+
+Every request is answered from a fresh ephemeral port (its TID).  Options: ``blksize`` (8..65464),
+``timeout`` (1..255), ``tsize`` and ``windowsize`` (1..65535, the server may choose less).
+
+Safety rules (each refusal is an ERROR packet and one access-log line):
+
+- Only files under *root* are served.  A leading ``/`` means the root, so ``/boot/x`` and
+  ``boot/x`` name the same file; an absolute path that already starts with the root's own path is
+  taken as it is.  ``..`` components are refused (ERROR 2), and so is any path whose real path
+  (after symlinks) leaves the root.  Only regular files are read: directories, devices, FIFOs and
+  sockets are refused (ERROR 2).  A missing file is ERROR 1.
+- Read-only unless ``allow_write``; replacing an existing file also needs ``allow_overwrite``
+  (else ERROR 6).  An upload goes to a hidden temporary file in the target's directory and is
+  renamed into place after its last block: an aborted, timed-out or failed upload leaves nothing,
+  and a concurrent reader sees the old file or the new one, never half of one.  ``tsize`` larger
+  than the free space, or a full disk during the upload: ERROR 3.
+- A malformed datagram gets ERROR 4; a packet from a stranger to a transfer's port gets ERROR 5
+  and changes nothing; requests beyond ``max_sessions`` concurrent transfers are refused.
+
+One line per transfer goes to the logger ``fastnet.tftp.access``: peer, file, direction, bytes,
+seconds, options, retransmissions and outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+import tempfile
+import threading
+from typing import Any
+
+from . import codec
+from ._transfer import MAX_WINDOWSIZE, BlockSink, BlockSource, TransferStats, free_space, parse_uint
+
+__all__ = ["TftpServer", "DEFAULT_PORT"]
+
+log = logging.getLogger("fastnet.tftp")
+access_log = logging.getLogger("fastnet.tftp.access")
+
+DEFAULT_PORT = 69
+TEMP_PREFIX = ".fastnet-tftp-"
+TEMP_SUFFIX = ".part"
+_MAX_BACKOFF = 8.0
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class _Refused(Exception):
+    """A request the server will not serve: an ERROR code and message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _fmt_peer(addr: tuple) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _log_access(stats: TransferStats, outcome: str) -> None:
+    options = ",".join(f"{k}={v}" for k, v in stats.options.items()) or "-"
+    access_log.info(
+        "peer=%s file=%r direction=%s bytes=%d seconds=%.3f options=%s retransmissions=%d outcome=%s",
+        _fmt_peer(stats.peer),
+        stats.filename,
+        stats.direction,
+        stats.bytes,
+        stats.seconds,
+        options,
+        stats.retransmissions,
+        outcome,
+    )
+
+
+def resolve_path(root: str, name: str) -> str:
+    """The real path of the file *name* asks for under *root* (a real path); :class:`_Refused` if unsafe."""
+    if not name:
+        raise _Refused(2, "empty file name")
+    if "\0" in name:
+        raise _Refused(2, "NUL byte in file name")
+    rel = name
+    if name.startswith("/") and (name == root or name.startswith(root.rstrip("/") + "/")):
+        rel = name[len(root) :]
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise _Refused(2, "'..' in file name")
+    if not parts:
+        raise _Refused(2, "not a regular file")
+    if parts[-1].startswith(TEMP_PREFIX) and parts[-1].endswith(TEMP_SUFFIX):
+        raise _Refused(1, "file not found")  # an upload in progress is nobody's business
+    real = os.path.realpath(os.path.join(root, *parts))
+    if not real.startswith(root.rstrip("/") + "/"):
+        raise _Refused(2, "path leaves the server root")
+    return real
+
+
+def _negotiate(
+    server: "TftpServer", options: dict[str, str], is_read: bool, netascii: bool, size: int | None, directory: str
+) -> tuple[dict[str, int], int, int, float]:
+    """(accepted options in request order, blksize, windowsize, timeout); _Refused on a bad value."""
+    accepted: dict[str, int] = {}
+    blksize = codec.DEFAULT_BLKSIZE
+    window = 1
+    timeout = server.timeout
+    for name, raw in options.items():
+        if name == "blksize":
+            value = parse_uint(raw)
+            if value is None or value < codec.MIN_BLKSIZE:
+                raise _Refused(8, f"invalid blksize {raw!r}")
+            blksize = min(value, server.max_blksize)
+            accepted[name] = blksize
+        elif name == "windowsize":
+            value = parse_uint(raw)
+            if value is None or value < 1:
+                raise _Refused(8, f"invalid windowsize {raw!r}")
+            window = min(value, server.max_windowsize)
+            accepted[name] = window
+        elif name == "timeout":
+            value = parse_uint(raw)
+            if value is None or not 1 <= value <= 255:
+                raise _Refused(8, f"invalid timeout {raw!r}")
+            timeout = float(value)
+            accepted[name] = value
+        elif name == "tsize":
+            value = parse_uint(raw)
+            if value is None:
+                raise _Refused(8, f"invalid tsize {raw!r}")
+            if is_read:
+                if size is not None and not netascii:
+                    accepted[name] = size  # netascii's size on the wire is unknown: ignore the option
+            else:
+                if value > free_space(directory):
+                    raise _Refused(3, f"{value} bytes do not fit: not enough free space")
+                accepted[name] = value
+        # any other option is ignored (RFC 2347)
+    return accepted, blksize, window, timeout
+
+
+class _Session(asyncio.DatagramProtocol):
+    """One transfer on its own socket (its TID)."""
+
+    def __init__(self, server: "TftpServer", peer: tuple, key: tuple, stats: TransferStats, sock: socket.socket) -> None:
+        self._server = server
+        self._loop = server._loop
+        self._peer = peer
+        self._key = key
+        self._sock = sock
+        self._raw_sendto = sock.sendto
+        self.stats = stats
+        self._transport: Any = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._clock = self._loop.time
+        self._started = self._clock()
+        self._timeout = server.timeout
+        self._wait = server.timeout
+        self._deadline = 0.0
+        self._tries = 0
+        self._retries = server.retries
+        self._decode = codec.decode
+        self._DecodeError = codec.DecodeError
+        self._oack: bytes | None = None
+        self.done = False
+        self.dallying = False
+
+    # -- plumbing
+
+    def _send(self, packet: bytes) -> None:
+        try:
+            self._raw_sendto(packet, self._peer)
+        except BlockingIOError:
+            self._transport.sendto(packet, self._peer)  # queued by the transport until writable
+        except OSError as exc:
+            log.debug("tftp: sendto %s failed: %s", _fmt_peer(self._peer), exc)
+
+    def connection_made(self, transport: Any) -> None:
+        self._transport = transport
+        if self.done:  # aborted before the socket was ready
+            transport.close()
+            return
+        try:
+            self.begin()
+        except Exception as exc:  # pragma: no cover - a bug, but never a crashed server
+            log.exception("tftp: session for %s failed to start", _fmt_peer(self._peer))
+            self.finish(f"internal error: {exc}", 0, "internal error")
+            return
+        self._arm()
+
+    def _arm(self) -> None:
+        self._deadline = self._clock() + self._wait
+        self._timer = self._loop.call_at(self._deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        if self.done:
+            return
+        now = self._clock()
+        if now < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
+        self._tries += 1
+        if self._tries > self._retries:
+            self.finish("timeout", 0, "timed out")
+            return
+        self._wait = min(self._wait * 2, self._timeout * _MAX_BACKOFF)
+        try:
+            self.retransmit()
+        except Exception as exc:
+            log.exception("tftp: retransmission to %s failed", _fmt_peer(self._peer))
+            self.finish(f"internal error: {exc}", 0, "internal error")
+            return
+        self._deadline = now + self._wait
+        self._timer = self._loop.call_at(self._deadline, self._on_timer)
+
+    def _progress(self) -> None:
+        if self._tries:
+            self._tries = 0
+            self._wait = self._timeout
+        self._deadline = self._clock() + self._wait
+
+    def _foreign(self, data: bytes, addr: tuple) -> None:
+        # RFC 1350: a packet from an unknown TID gets ERROR 5; the transfer goes on untouched
+        if len(data) >= 2 and data[0] == 0 and data[1] == 5:
+            return  # never answer an ERROR with an ERROR
+        try:
+            self._sock.sendto(codec.encode_error(5, "unknown transfer ID"), addr)
+        except OSError:
+            pass
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("tftp: %s: %s", _fmt_peer(self._peer), exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    def finish(self, outcome: str, error_code: int | None = None, error_message: str = "") -> None:
+        """End the transfer: optional ERROR to the peer, clean up, one access-log line."""
+        if self.done:
+            return
+        self.done = True
+        if error_code is not None and self._transport is not None:
+            self._send(codec.encode_error(error_code, error_message))
+        self.cleanup(outcome == "ok")
+        self.stats.seconds = self._clock() - self._started
+        _log_access(self.stats, outcome)
+        if not self.dallying:
+            self.close_transport()
+        self._server._session_done(self)
+
+    def close_transport(self) -> None:
+        self._server._dallying.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            self._transport.close()
+        else:
+            self._sock.close()
+
+    def abort(self, message: str) -> None:
+        if self.done:
+            if self.dallying:
+                self.close_transport()
+            return
+        self.finish("aborted: " + message, 0, message)
+
+    # -- overridden by the two kinds of transfer
+
+    def begin(self) -> None:
+        raise NotImplementedError
+
+    def retransmit(self) -> None:
+        raise NotImplementedError
+
+    def cleanup(self, ok: bool) -> None:
+        pass
+
+    def _peer_error(self, data: bytes) -> bool:
+        """Handle anything but the expected packet; True when the session ended."""
+        try:
+            packet = self._decode(data)
+        except self._DecodeError as exc:
+            self.finish(f"malformed packet: {exc}", 4, "malformed packet")
+            return True
+        if type(packet) is codec.Error:
+            self.finish(f"peer error {int(packet.code)}: {packet.message}")
+            return True
+        return False
+
+
+class _ReadSession(_Session):
+    """RRQ: the server sends DATA, window by window."""
+
+    def __init__(self, server, peer, key, stats, sock, fileobj, blksize, window, timeout, netascii, oack) -> None:
+        super().__init__(server, peer, key, stats, sock)
+        self._file = fileobj
+        self._source = BlockSource(fileobj, blksize, netascii=netascii)
+        self._block = self._source.block
+        self._encode_data = codec.encode_data
+        self._Ack = codec.Ack
+        self._blksize = blksize
+        self._window = window
+        self._timeout = self._wait = timeout
+        self._oack = oack
+        self._base = 1
+        self._sent_hi = 0
+        self._last = 0
+        self._dup_resent = False
+
+    def begin(self) -> None:
+        if self._oack is not None:
+            self._send(self._oack)
+        else:
+            self._send_window()
+
+    def retransmit(self) -> None:
+        if self._oack is not None:
+            self.stats.retransmissions += 1
+            self._send(self._oack)
+        else:
+            self.stats.retransmissions += self._send_window()
+
+    def _send_window(self) -> int:
+        block = self._block
+        encode = self._encode_data
+        send = self._raw_sendto
+        peer = self._peer
+        bs = self._blksize
+        k = base = self._base
+        end = base + self._window
+        try:
+            while k < end:
+                payload = block(k)
+                send(encode(k & 0xFFFF, payload), peer)
+                if len(payload) < bs:
+                    self._last = k
+                    break
+                k += 1
+            else:
+                k -= 1
+        except BlockingIOError:
+            k -= 1  # the socket buffer is full: the rest of the window goes after a timeout or gap
+        self._sent_hi = k
+        return k - base + 1
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if addr != self._peer:
+            self._foreign(data, addr)
+            return
+        try:
+            try:
+                packet = self._decode(data)
+            except self._DecodeError:
+                self._peer_error(data)
+                return
+            if type(packet) is not self._Ack:
+                self._peer_error(data)
+                return
+            base = self._base
+            delta = (packet.block - base + 1) & 0xFFFF
+            if self._oack is not None:
+                if packet.block == 0:
+                    self._oack = None
+                    self._progress()
+                    self._send_window()
+                return
+            if 0 < delta <= self._sent_hi - base + 1:
+                base += delta
+                self._base = base
+                last = self._last
+                if last and base > last:
+                    self.stats.blocks = last
+                    self.finish("ok")
+                    return
+                self._source.release(base)
+                self._dup_resent = False
+                if self._tries:
+                    self._tries = 0
+                    self._wait = self._timeout
+                self._deadline = self._clock() + self._wait
+                self._send_window()
+            elif delta == 0 and self._window > 1 and not self._dup_resent:
+                # RFC 7440: the client saw a gap at the window's first block; resend it once
+                self._dup_resent = True
+                self.stats.retransmissions += self._send_window()
+            # else: a duplicate ACK -- ignored (RFC 1123: no Sorcerer's Apprentice)
+        except Exception as exc:
+            log.exception("tftp: read session for %s failed", _fmt_peer(self._peer))
+            self.finish(f"internal error: {exc}", 0, "internal error")
+
+    def cleanup(self, ok: bool) -> None:
+        self.stats.bytes = self._source.bytes_read if ok else min(
+            self._source.bytes_read, (self._base - 1) * self._blksize
+        )
+        self.stats.blocks = self._base - 1
+        self._file.close()
+
+
+class _WriteSession(_Session):
+    """WRQ: the server receives DATA into a temporary file and renames it into place at the end."""
+
+    def __init__(self, server, peer, key, stats, sock, target, blksize, window, timeout, netascii, oack) -> None:
+        super().__init__(server, peer, key, stats, sock)
+        self._target = target
+        directory = os.path.dirname(target)
+        fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._sink = BlockSink(self._file, netascii=netascii)
+        self._blksize = blksize
+        self._window = window
+        self._timeout = self._wait = timeout
+        self._oack = oack
+        self._expected = 1
+        self._in_window = 0
+        self._gap_acked = False
+        self._last_sent = codec.encode_ack(0)
+        self._Data = codec.Data
+        self._committed = False
+
+    def begin(self) -> None:
+        self._send(self._oack if self._oack is not None else self._last_sent)
+
+    def retransmit(self) -> None:
+        self.stats.retransmissions += 1
+        if self._oack is not None and self._expected == 1:
+            self._send(self._oack)
+        else:
+            self._last_sent = codec.encode_ack((self._expected - 1) & 0xFFFF)
+            self._send(self._last_sent)
+        self._in_window = 0
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if addr != self._peer:
+            self._foreign(data, addr)
+            return
+        try:
+            if self.dallying:
+                # our last ACK was lost: the client sent its last block again
+                if len(data) >= 4 and data[1] == 3 and ((data[2] << 8) | data[3]) == (self._expected - 1) & 0xFFFF:
+                    self._send(self._last_sent)
+                return
+            try:
+                packet = self._decode(data)
+            except self._DecodeError:
+                self._peer_error(data)
+                return
+            if type(packet) is not self._Data:
+                self._peer_error(data)
+                return
+            block = packet.block
+            expected = self._expected
+            if block == (expected & 0xFFFF):
+                payload = packet.payload
+                try:
+                    self._sink.write(payload)
+                except OSError as exc:
+                    self._write_failed(exc)
+                    return
+                self._expected = expected + 1
+                self._oack = None
+                self._gap_acked = False
+                if len(payload) < self._blksize:
+                    self._complete(block)
+                    return
+                self._in_window += 1
+                if self._in_window >= self._window:
+                    self._in_window = 0
+                    self._last_sent = ack = codec.encode_ack(block)
+                    self._send(ack)
+                    if self._tries:
+                        self._tries = 0
+                        self._wait = self._timeout
+                    self._deadline = self._clock() + self._wait
+            elif self._window == 1:
+                if expected > 1 and block == ((expected - 1) & 0xFFFF):
+                    self._send(self._last_sent)  # our ACK was lost: ACK again
+            elif not self._gap_acked and ((block - expected) & 0xFFFF) < self._window:
+                self._gap_acked = True
+                self._in_window = 0
+                self._last_sent = codec.encode_ack((expected - 1) & 0xFFFF)
+                self._send(self._last_sent)
+                self.stats.retransmissions += 1
+        except Exception as exc:
+            log.exception("tftp: write session for %s failed", _fmt_peer(self._peer))
+            self.finish(f"internal error: {exc}", 0, "internal error")
+
+    def _write_failed(self, exc: OSError) -> None:
+        if exc.errno in _DISK_FULL_ERRNOS:
+            self.finish(f"disk full: {exc.strerror}", 3, "disk full or allocation exceeded")
+        else:
+            self.finish(f"write failed: {exc.strerror}", 0, "write failed")
+
+    def _complete(self, block: int) -> None:
+        try:
+            self._sink.finish()
+            self._file.close()
+            self._commit()
+        except _Refused as exc:
+            self.finish(f"refused: {exc.message}", exc.code, exc.message)
+            return
+        except OSError as exc:
+            self._write_failed(exc)
+            return
+        self.stats.blocks = block if self._expected <= 0x10000 else self._expected - 1
+        self._last_sent = codec.encode_ack(block)
+        self._send(self._last_sent)
+        # RFC 1350: the side that sends the last ACK dallies, to answer a repeated last DATA
+        self.dallying = True
+        self.finish("ok")
+        self._timer = self._loop.call_later(min(2 * self._timeout, 10.0), self.close_transport)
+
+    def _commit(self) -> None:
+        if self._server.allow_overwrite:
+            os.replace(self._tmp, self._target)
+        else:
+            try:
+                os.link(self._tmp, self._target)  # atomic "create only if absent"
+            except FileExistsError:
+                raise _Refused(6, "file already exists") from None
+            os.unlink(self._tmp)
+        self._committed = True
+
+    def cleanup(self, ok: bool) -> None:
+        self.stats.bytes = self._sink.bytes_written
+        self.stats.blocks = self._expected - 1
+        if not self._committed:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+
+
+class _Listener(asyncio.DatagramProtocol):
+    def __init__(self, server: "TftpServer") -> None:
+        self._server = server
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        try:
+            self._server._on_request(data, addr)
+        except Exception:  # pragma: no cover - a bug, but never a dead listener
+            log.exception("tftp: request from %s failed", _fmt_peer(addr))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("tftp: listener: %s", exc)
+
+
+class TftpServer:
+    """A TFTP server for the files under *root*.
+
+    *port* 0 binds an ephemeral port; :attr:`port` is the bound one.  *timeout* is the first
+    retransmission timeout in seconds (a client may change it with the ``timeout`` option),
+    *retries* the retransmissions in a row before a transfer is abandoned.  *max_blksize* and
+    *max_windowsize* cap what clients may negotiate.  *grace* is how long :meth:`close` lets
+    running transfers finish.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        allow_write: bool = False,
+        allow_overwrite: bool = False,
+        max_sessions: int = 64,
+        timeout: float = 1.0,
+        retries: int = 5,
+        max_blksize: int = codec.MAX_BLKSIZE,
+        max_windowsize: int = 64,
+        grace: float = 5.0,
+    ) -> None:
+        root = os.path.realpath(os.fspath(root))
+        if not os.path.isdir(root):
+            raise NotADirectoryError(f"TFTP root {root!r} is not a directory")
+        if not codec.MIN_BLKSIZE <= max_blksize <= codec.MAX_BLKSIZE:
+            raise ValueError("max_blksize must be in 8..65464")
+        if not 1 <= max_windowsize <= MAX_WINDOWSIZE:
+            raise ValueError("max_windowsize must be in 1..65535")
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        self.root = root
+        self.host = host
+        self._requested_port = port
+        self.allow_write = allow_write
+        self.allow_overwrite = allow_overwrite
+        self.max_sessions = max_sessions
+        self.timeout = float(timeout)
+        self.retries = retries
+        self.max_blksize = max_blksize
+        self.max_windowsize = max_windowsize
+        self.grace = grace
+        self._loop: Any = None
+        self._listener: Any = None
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sessions: dict[tuple, _Session] = {}
+        self._dallying: set[_Session] = set()
+        self._idle: asyncio.Event | None = None
+        self._closing = False
+        self._closed: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    # -- lifecycle
+
+    @property
+    def address(self) -> tuple:
+        """The bound (host, port)."""
+        return (self.host, self.port)
+
+    @property
+    def sessions(self) -> int:
+        """Transfers running now."""
+        return len(self._sessions)
+
+    async def start(self) -> None:
+        """Bind the listening socket; requests are served from then on."""
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = asyncio.Event()
+        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            if self._family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((self.host, self._requested_port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._listener, _ = await self._loop.create_datagram_endpoint(lambda: _Listener(self), sock=sock)
+        self.port = sock.getsockname()[1]
+        log.info("tftp: serving %s on %s (%s)", self.root, _fmt_peer((self.host, self.port)),
+                 "read-write" if self.allow_write else "read-only")
+
+    async def serve_forever(self) -> None:
+        """Wait until :meth:`close` has finished (start first if not started)."""
+        if self._loop is None:
+            await self.start()
+        assert self._closed is not None
+        await self._closed.wait()
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop accepting requests, let running transfers finish for *grace* seconds, then stop."""
+        if self._loop is None or self._closed is None:
+            return
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        if self._listener is not None:
+            self._listener.close()
+        grace = self.grace if grace is None else grace
+        if self._sessions and grace > 0:
+            log.info("tftp: waiting up to %.1f s for %d transfer(s)", grace, len(self._sessions))
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace)  # type: ignore[union-attr]
+            except asyncio.TimeoutError:
+                pass
+        for session in list(self._sessions.values()):
+            session.abort("server shutting down")
+        for session in list(self._dallying):
+            session.close_transport()
+        self._dallying.clear()
+        await asyncio.sleep(0)  # let the transports close
+        self._closed.set()
+        log.info("tftp: stopped")
+
+    def serve(self) -> None:
+        """Serve until SIGTERM or Ctrl-C (SIGINT), then close gracefully.  Blocking."""
+        from fastnet import loop as _loop
+
+        async def main() -> None:
+            await self.start()
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, stop.set)
+                except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                    pass
+            await stop.wait()
+            log.info("tftp: shutting down")
+            await self.close()
+
+        _loop.run(main())
+
+    def __enter__(self) -> "TftpServer":
+        """Run the server on its own :class:`fastnet.Loop` in a background thread."""
+        from fastnet import loop as _loop
+
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = _loop.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                try:
+                    loop.run_until_complete(self.start())
+                except BaseException as exc:
+                    failure.append(exc)
+                    return
+                finally:
+                    ready.set()
+                loop.run_until_complete(self._closed.wait())  # type: ignore[union-attr]
+            finally:
+                try:
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                finally:
+                    asyncio.set_event_loop(None)
+                    loop.close()
+
+        self._thread = threading.Thread(target=run, name="fastnet-tftp-server", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if failure:
+            self._thread.join()
+            raise failure[0]
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Close a server started with ``with`` (from another thread) and wait for its thread."""
+        thread = self._thread
+        if thread is None or self._loop is None:
+            return
+        if thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self.close(grace), self._loop)
+            try:
+                future.result(timeout=(self.grace if grace is None else grace) + 10)
+            except Exception:  # pragma: no cover
+                log.exception("tftp: close failed")
+            thread.join(timeout=10)
+        self._thread = None
+
+    # -- requests
+
+    def _session_done(self, session: _Session) -> None:
+        self._sessions.pop(session._key, None)
+        if session.dallying:
+            self._dallying.add(session)
+            if self._closing:
+                session.close_transport()
+        if not self._sessions and self._idle is not None:
+            self._idle.set()
+
+    def _refuse(self, addr: tuple, name: str, direction: str, code: int, message: str, options: dict | None = None) -> None:
+        try:
+            self._listener.sendto(codec.encode_error(code, message), addr)
+        except Exception:  # pragma: no cover
+            pass
+        stats = TransferStats(filename=name, direction=direction, peer=addr)
+        _log_access(stats, f"refused: error {code}: {message}")
+
+    def _on_request(self, data: bytes, addr: tuple) -> None:
+        if self._closing:
+            return
+        try:
+            request = codec.decode(data)
+        except codec.DecodeError as exc:
+            log.warning("tftp: malformed request from %s: %s", _fmt_peer(addr), exc)
+            if not (len(data) >= 2 and data[0] == 0 and data[1] == 5):
+                self._listener.sendto(codec.encode_error(4, "malformed request"), addr)
+            return
+        kind = type(request)
+        if kind is codec.Error:
+            return
+        if kind is not codec.ReadRequest and kind is not codec.WriteRequest:
+            log.warning("tftp: %s sent %s to the request port", _fmt_peer(addr), kind.__name__)
+            self._listener.sendto(codec.encode_error(4, "expected a read or write request"), addr)
+            return
+        key = (addr, data)
+        if key in self._sessions:
+            return  # the client repeated its request before our first answer reached it
+        is_read = kind is codec.ReadRequest
+        direction = "read" if is_read else "write"
+        name = request.filename
+        if len(self._sessions) >= self.max_sessions:
+            self._refuse(addr, name, direction, 0, "server busy: too many transfers, try again later")
+            return
+        mode = request.mode
+        if mode not in ("octet", "netascii"):
+            self._refuse(addr, name, direction, 4, f"unsupported transfer mode {mode!r}")
+            return
+        netascii = mode == "netascii"
+        try:
+            sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            self._refuse(addr, name, direction, 0, "server out of resources")
+            log.error("tftp: cannot open a socket: %s", exc)
+            return
+        try:
+            session = self._prepare(request, is_read, netascii, addr, key, sock)
+        except _Refused as exc:
+            sock.close()
+            self._refuse(addr, name, direction, exc.code, exc.message)
+            return
+        except BaseException:
+            sock.close()
+            raise
+        self._sessions[key] = session
+        self._idle.clear()  # type: ignore[union-attr]
+        self._loop.create_task(self._connect(session, sock))
+
+    async def _connect(self, session: _Session, sock: socket.socket) -> None:
+        try:
+            await self._loop.create_datagram_endpoint(lambda: session, sock=sock)
+        except Exception as exc:
+            log.error("tftp: cannot start a transfer for %s: %s", _fmt_peer(session._peer), exc)
+            session.finish(f"internal error: {exc}")
+
+    def _prepare(self, request: Any, is_read: bool, netascii: bool, addr: tuple, key: tuple, sock: socket.socket) -> _Session:
+        name = request.filename
+        path = resolve_path(self.root, name)
+        directory = os.path.dirname(path)
+        sock.bind((self.host, 0))
+        sock.setblocking(False)
+        if is_read:
+            fileobj, size = self._open_for_read(path)
+            try:
+                accepted, blksize, window, timeout = _negotiate(self, request.options, True, netascii, size, directory)
+            except BaseException:
+                fileobj.close()
+                raise
+        else:
+            self._check_write(path)
+            accepted, blksize, window, timeout = _negotiate(self, request.options, False, netascii, None, directory)
+        stats = TransferStats(
+            filename=name, direction=direction_of(is_read), peer=addr, blksize=blksize, windowsize=window,
+            options=dict(accepted),
+        )
+        oack = codec.encode_oack(accepted) if accepted else None
+        if is_read:
+            stats.total = size
+            return _ReadSession(self, addr, key, stats, sock, fileobj, blksize, window, timeout, netascii, oack)
+        try:
+            return _WriteSession(self, addr, key, stats, sock, path, blksize, window, timeout, netascii, oack)
+        except OSError as exc:
+            raise _Refused(2 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else 0, f"cannot create the file: {exc.strerror}") from None
+
+    def _open_for_read(self, path: str) -> tuple[Any, int]:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise _Refused(1, "file not found") from None
+        except OSError as exc:
+            raise _Refused(2, f"cannot read the file: {exc.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused(2, "not a regular file")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise _Refused(1, "file not found") from None
+        except OSError as exc:
+            raise _Refused(2, f"cannot read the file: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # swapped between stat and open
+            os.close(fd)
+            raise _Refused(2, "not a regular file")
+        return open(fd, "rb", buffering=0), st.st_size
+
+    def _check_write(self, path: str) -> None:
+        if not self.allow_write:
+            raise _Refused(2, "writing is disabled on this server")
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory):
+            raise _Refused(1, "directory not found")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused(2, "not a regular file")
+        if not self.allow_overwrite:
+            raise _Refused(6, "file already exists")
+
+
+def direction_of(is_read: bool) -> str:
+    return "read" if is_read else "write"
