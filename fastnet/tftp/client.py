@@ -385,7 +385,7 @@ def _receive(
                     if progress is not None:
                         stats.bytes = sink.bytes_written
                         progress(stats)
-                    dally_time = min(2 * max(base_timeout, 1.0), 10.0)
+                    dally_time = min(2 * base_timeout, 10.0)
                     return _Dally(channel, peer, block, ack, dally_time)
                 if in_window >= window:
                     last_sent = encode_ack(block)
