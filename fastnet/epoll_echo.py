@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -117,16 +119,32 @@ class _EchoDatagram(asyncio.DatagramProtocol):
         self.stats = stats
         self.verbose = verbose
         self.transport: Any = None
+        self.raw: socket.socket | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        # asyncio's transports silently drop an empty datagram on sendto(): echo those through a
+        # duplicate of the socket instead.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.raw = socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
+
+    def connection_lost(self, exc) -> None:
+        if self.raw is not None:
+            self.raw.close()
 
     def datagram_received(self, data: bytes, addr) -> None:
         self.stats.messages += 1
         self.stats.bytes += len(data)
         if self.verbose:
             print("recv:%s" % _show(data), flush=True)
-        self.transport.sendto(data, addr)
+        if data or self.raw is None:
+            self.transport.sendto(data, addr)
+        else:
+            try:
+                self.raw.sendto(data, addr)
+            except OSError as exc:
+                log.debug("UDP error: %s", exc)
 
     def error_received(self, exc) -> None:
         log.debug("UDP error: %s", exc)

@@ -1,0 +1,157 @@
+"""``python -m fastnet.epoll_echo``: driven as a subprocess on an ephemeral port."""
+
+from __future__ import annotations
+
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+START = re.compile(
+    r"^fastnet epoll_echo: (tcp|udp) echo on (\S+):(\d+) \(engine (relay|loop), implementation (c|python)(, (\d+) workers)?\)$"
+)
+
+
+class _EchoServer:
+    def __init__(self, impl_env, *args):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastnet.epoll_echo", "--port", "0", *args],
+            env=impl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+        )
+        line = self.readline()
+        m = START.match(line.rstrip("\n"))
+        assert m, repr(line) + self.proc.stderr.read()
+        self.proto, self.host, self.port, self.engine, self.implementation = m.group(1, 2, 3, 4, 5)
+        self.port = int(self.port)
+        self.workers = int(m.group(7) or 1)
+
+    def readline(self, timeout=20.0):
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert ready, "server printed nothing"
+        return self.proc.stdout.readline()
+
+    def stop(self, sig=signal.SIGINT):
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=20)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture
+def echo_server(impl_env):
+    servers = []
+
+    def start(*args):
+        s = _EchoServer(impl_env, *args)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.communicate(timeout=20)
+
+
+def _tcp_echo(port, payload, host="127.0.0.1"):
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = s.recv(65536)
+            assert chunk
+            got += chunk
+        return got
+
+
+@pytest.mark.parametrize("engine", ["relay", "loop"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_tcp_echo_then_signal_prints_statistics(echo_server, implementation, engine, sig):
+    srv = echo_server("--engine", engine)
+    assert (srv.proto, srv.host, srv.engine) == ("tcp", "127.0.0.1", engine)
+    if engine == "relay":
+        assert srv.implementation == implementation
+    payload = bytes(range(256)) * 400
+    assert _tcp_echo(srv.port, payload) == payload
+    assert _tcp_echo(srv.port, b"second") == b"second"
+    code, out, err = srv.stop(sig)
+    assert code == 0, err
+    assert "Traceback" not in err
+    m = re.search(r"stopped: (\d+) connections, (\d+) messages, (\d+) bytes", out)
+    assert m, out
+    assert int(m.group(1)) == 2
+    assert int(m.group(3)) == len(payload) + 6
+
+
+@pytest.mark.parametrize("engine", ["relay", "loop"])
+def test_udp_echo(echo_server, engine):
+    srv = echo_server("--udp", "--engine", engine)
+    assert srv.proto == "udp"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.settimeout(5)
+        for payload in (b"", b"x", b"y" * 65507):
+            u.sendto(payload, ("127.0.0.1", srv.port))
+            assert u.recv(70000) == payload
+    code, out, err = srv.stop(signal.SIGTERM)
+    assert code == 0, err
+    assert "0 connections, 3 messages, 65508 bytes" in out
+
+
+def test_verbose_prints_like_the_notes(echo_server):
+    srv = echo_server("--verbose")
+    assert srv.engine == "loop"
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        client = s.getsockname()
+        s.sendall("你好, epoll".encode())
+        assert s.recv(100) == "你好, epoll".encode()
+        s.sendall(b"bad \xff\xfe bytes")
+        assert s.recv(100) == b"bad \xff\xfe bytes"
+    lines = [srv.readline() for _ in range(4)]
+    assert lines[0] == "有新的客户端到来%s\n" % str(client)
+    assert lines[1] == "recv:你好, epoll\n"
+    assert lines[2] == "recv:bad \\xff\\xfe bytes\n"
+    assert lines[3] == "%s---offline---\n" % str(client)
+    code, out, err = srv.stop()
+    assert code == 0 and "Traceback" not in err
+
+
+def test_two_workers(echo_server):
+    srv = echo_server("--workers", "2")
+    assert srv.workers == 2 and srv.engine == "relay"
+    for i in range(10):
+        assert _tcp_echo(srv.port, b"n%d" % i) == b"n%d" % i
+    code, out, err = srv.stop(signal.SIGINT)
+    assert code == 0, err
+    assert "stopped: 10 connections" in out
+
+
+def test_ipv6(echo_server):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    srv = echo_server("--host", "::1")
+    assert srv.host == "[::1]"
+    assert _tcp_echo(srv.port, b"v6", host="::1") == b"v6"
+    assert srv.stop()[0] == 0
+
+
+def test_port_in_use_is_a_one_line_error(echo_server, impl_env):
+    srv = echo_server()
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnet.epoll_echo", "--port", str(srv.port)],
+        env=impl_env, capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "in use" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_workers_need_the_relay_engine(impl_env):
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnet.epoll_echo", "--port", "0", "--engine", "loop", "--workers", "2"],
+        env=impl_env, capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 2
+    assert "--workers needs the relay engine" in out.stderr
