@@ -75,7 +75,31 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _echo_on_relay(args: argparse.Namespace) -> int:
+    """The same echo on fastnet.relay: datagrams never enter Python, so nothing per message."""
+    if args.count is not None or args.reuse_address:
+        return _cli.fail("--count and --reuse-address need --engine notes (the relay echoes in C, unseen)")
+    from . import relay
+
+    deadline = _cli.Deadline(args.duration)
+    host, port = _cli.bind_address(args)
+    echo = relay.EchoRelay(host, port, udp=True).start()
+    try:
+        _cli.emit(
+            f"{_cli.LISTENING} {_cli.format_address(echo.address)} "
+            f"(engine relay, implementation {relay.IMPLEMENTATION})"
+        )
+        while not deadline.expired():
+            time.sleep(deadline.timeout(3600.0))
+    finally:
+        stats = echo.stop()
+        _cli.emit(f"echoed {stats.messages} datagrams ({stats.bytes} bytes)")
+    return 0
+
+
 def cmd_echo(args: argparse.Namespace) -> int:
+    if args.engine == "relay":
+        return _echo_on_relay(args)
     deadline = _cli.Deadline(args.duration)
     with _server_socket(args) as sock:
         num = 0
@@ -173,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server_options(p)
     _cli.add_bounds(p, count="N datagrams")
+    p.add_argument(
+        "--engine",
+        choices=("notes", "relay"),
+        default="notes",
+        help="notes: the notes' loop in Python, printing each datagram (default); relay: "
+        "fastnet.relay's C loop, which prints only the totals when stopped",
+    )
     p.set_defaults(handler=cmd_echo)
 
     p = sub.add_parser(

@@ -103,3 +103,19 @@ def test_ctrl_c_ends_the_echo_and_chat_servers_quietly(impl_env):
         with Example(impl_env, UDP, name, "--port", "0") as server:
             assert server.interrupt() == 130
             assert server.stderr() == ""
+
+
+def test_echo_on_the_relay_engine_echoes_and_reports_totals(impl_env):
+    with Example(impl_env, UDP, "echo", "--engine", "relay", "--port", "0") as echo:
+        from fastnet import relay  # bound to this test's implementation, as the child is
+
+        expected = relay.IMPLEMENTATION
+        assert echo.lines[0].endswith(f"(engine relay, implementation {expected})")
+        result = run_example(impl_env, UDP, "client", "--port", str(echo.port), "-m", "one", "-m", "two")
+        assert result.stdout.splitlines() == [
+            f"received from 127.0.0.1:{echo.port}: one",
+            f"received from 127.0.0.1:{echo.port}: two",
+        ]
+        assert echo.interrupt() == 130
+        assert echo.stderr() == ""
+        assert echo.lines[-1] == "echoed 2 datagrams (6 bytes)"
