@@ -1,0 +1,410 @@
+"""fastnet.tftp.server: the safety rules and the protocol details, with raw sockets and the client."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+from tftp_helpers import RawPeer, fastnet_server, fill, leftovers
+
+from fastnet.tftp import TftpRemoteError, client, codec
+
+
+@pytest.fixture
+def root(tmp_path):
+    d = tmp_path / "root"
+    d.mkdir()
+    return d
+
+
+def fetch_error(port: int, name: str, **kwargs) -> TftpRemoteError:
+    with pytest.raises(TftpRemoteError) as info:
+        client.download("127.0.0.1", name, _io(), port=port, timeout=0.5, retries=2, **kwargs)
+    return info.value
+
+
+class _io:
+    """A throwaway binary sink (file objects are accepted as download targets)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, b) -> int:
+        self.data += b
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+
+def get(port: int, name: str, **kwargs) -> bytes:
+    sink = _io()
+    client.download("127.0.0.1", name, sink, port=port, timeout=0.5, retries=3, **kwargs)
+    return bytes(sink.data)
+
+
+# ---------------------------------------------------------------------------- confinement
+
+
+def test_parent_components_are_refused(root, tmp_path):
+    (tmp_path / "secret").write_bytes(b"secret")
+    (root / "sub").mkdir()
+    with fastnet_server(str(root)) as server:
+        for name in ("../secret", "sub/../../secret", "sub/../sub/../../secret", "/../secret", ".."):
+            assert fetch_error(server.port, name).code == 2, name
+
+
+def test_leading_slash_means_the_root_and_absolute_paths_inside_it_work(root):
+    data = fill(str(root / "boot.img"), 3000)
+    with fastnet_server(str(root)) as server:
+        assert get(server.port, "/boot.img") == data
+        assert get(server.port, str(root / "boot.img")) == data
+        # an absolute path elsewhere is looked up under the root, where it does not exist
+        assert fetch_error(server.port, "/etc/passwd").code == 1
+
+
+def test_symlink_leaving_the_root_is_refused_but_one_inside_is_served(root, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not yours")
+    os.symlink(outside, root / "escape")
+    os.symlink("/etc", root / "etc")
+    data = fill(str(root / "real.bin"), 700)
+    os.symlink("real.bin", root / "alias")
+    with fastnet_server(str(root)) as server:
+        assert fetch_error(server.port, "escape").code == 2
+        assert fetch_error(server.port, "etc/hostname").code == 2
+        assert get(server.port, "alias") == data
+
+
+def test_directories_fifos_and_devices_are_never_served(root):
+    (root / "dir").mkdir()
+    os.mkfifo(root / "fifo")
+    names = ["dir", "fifo", "/"]
+    try:
+        os.mknod(root / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        names.append("null")
+    except (PermissionError, OSError):
+        pass  # not root: the FIFO stands for every special file
+    data = fill(str(root / "ok.bin"), 100)
+    with fastnet_server(str(root)) as server:
+        for name in names:
+            assert fetch_error(server.port, name).code == 2, name
+        assert get(server.port, "ok.bin") == data  # and the server keeps serving
+
+
+def test_missing_file_is_error_1_and_each_refusal_is_logged(root, caplog):
+    caplog.set_level(logging.INFO, logger="fastnet.tftp.access")
+    with fastnet_server(str(root)) as server:
+        assert fetch_error(server.port, "absent.bin").code == 1
+        assert fetch_error(server.port, "../x").code == 2
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
+    assert len(lines) == 2
+    assert "absent.bin" in lines[0] and "refused: error 1" in lines[0]
+    assert "'../x'" in lines[1] and "refused: error 2" in lines[1]
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def test_read_only_by_default(root, tmp_path):
+    src = tmp_path / "up.bin"
+    fill(str(src), 100)
+    with fastnet_server(str(root)) as server:
+        with pytest.raises(TftpRemoteError) as info:
+            client.upload("127.0.0.1", str(src), "up.bin", port=server.port, timeout=0.5)
+    assert info.value.code == 2
+    assert os.listdir(root) == []
+
+
+def test_replacing_a_file_needs_allow_overwrite(root, tmp_path):
+    (root / "f.bin").write_bytes(b"old")
+    src = tmp_path / "new.bin"
+    data = fill(str(src), 5000)
+    with fastnet_server(str(root), allow_write=True) as server:
+        with pytest.raises(TftpRemoteError) as info:
+            client.upload("127.0.0.1", str(src), "f.bin", port=server.port, timeout=0.5)
+        assert info.value.code == 6
+        assert (root / "f.bin").read_bytes() == b"old"
+        client.upload("127.0.0.1", str(src), "new.bin", port=server.port, timeout=0.5)
+        assert (root / "new.bin").read_bytes() == data
+    with fastnet_server(str(root), allow_write=True, allow_overwrite=True) as server:
+        client.upload("127.0.0.1", str(src), "f.bin", port=server.port, timeout=0.5)
+    assert (root / "f.bin").read_bytes() == data
+    assert leftovers(str(root)) == []
+
+
+def _start_upload(peer: RawPeer, port: int, name: str, blocks: int) -> int:
+    """WRQ and *blocks* full 512-byte DATA blocks; returns the session's port."""
+    peer.send(codec.encode_wrq(name), port)
+    ack, tid = peer.recv()
+    assert ack == codec.Ack(0)
+    for n in range(1, blocks + 1):
+        peer.send(codec.encode_data(n, bytes([n]) * 512), tid)
+        assert peer.recv()[0] == codec.Ack(n)
+    return tid
+
+
+def test_aborted_upload_leaves_nothing_and_readers_never_see_it(root):
+    (root / "f.bin").write_bytes(b"old content")
+    with fastnet_server(str(root), allow_write=True, allow_overwrite=True) as server:
+        with RawPeer() as peer:
+            tid = _start_upload(peer, server.port, "f.bin", 3)
+            _start_upload(RawPeer(), server.port, "new.bin", 2)
+            # mid-upload: readers get the old file, the new name does not exist yet
+            assert get(server.port, "f.bin") == b"old content"
+            assert fetch_error(server.port, "new.bin").code == 1
+            assert len(leftovers(str(root))) == 2
+            peer.send(codec.encode_error(0, "user cancelled"), tid)
+            for _ in range(100):  # the abandoned second upload times out (timeout=0.1, 1 retry)
+                if server.sessions == 0:
+                    break
+                time.sleep(0.05)
+    assert (root / "f.bin").read_bytes() == b"old content"
+    assert sorted(os.listdir(root)) == ["f.bin"]
+
+
+@pytest.fixture(autouse=True)
+def _fast_timeouts(monkeypatch):
+    # every server in this file retransmits after 0.1 s and gives up after one retry, unless a
+    # test says otherwise: abandoned sessions end quickly
+    from fastnet.tftp import server as server_module
+
+    original = server_module.TftpServer.__init__
+
+    def init(self, root, *args, **kwargs):
+        kwargs.setdefault("timeout", 0.1)
+        kwargs.setdefault("retries", 1)
+        original(self, root, *args, **kwargs)
+
+    monkeypatch.setattr(server_module.TftpServer, "__init__", init)
+
+
+def test_upload_completes_atomically_after_the_last_block(root):
+    with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
+        tid = _start_upload(peer, server.port, "x.bin", 2)
+        assert not (root / "x.bin").exists()
+        peer.send(codec.encode_data(3, b"tail"), tid)
+        assert peer.recv()[0] == codec.Ack(3)
+        # the server dallies: a repeated last block is acknowledged again
+        peer.send(codec.encode_data(3, b"tail"), tid)
+        assert peer.recv()[0] == codec.Ack(3)
+    assert (root / "x.bin").read_bytes() == bytes([1]) * 512 + bytes([2]) * 512 + b"tail"
+    assert leftovers(str(root)) == []
+
+
+def test_tsize_beyond_free_space_is_error_3(root):
+    with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
+        peer.send(codec.encode_wrq("huge.bin", options={"tsize": 10**18}), server.port)
+        packet, _ = peer.recv()
+    assert type(packet) is codec.Error and packet.code == 3
+    assert os.listdir(root) == []
+
+
+FULL_DISK_SERVER = r"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+from fastnet.tftp.__main__ import main
+sys.exit(main(["serve", sys.argv[1], "--port", sys.argv[2], "--write", "--timeout", "0.2"]))
+"""
+
+
+def test_full_disk_during_upload_is_error_3_and_removes_the_temporary_file(root, tmp_path, impl_env):
+    # RLIMIT_FSIZE makes writes past 20000 bytes fail (EFBIG) as a full disk would (ENOSPC)
+    from conftest import free_port
+    from tftp_helpers import wait_for_tftp
+
+    src = tmp_path / "big.bin"
+    fill(str(src), 200_000)
+    port = free_port(socket.SOCK_DGRAM)
+    proc = subprocess.Popen([sys.executable, "-c", FULL_DISK_SERVER, str(root), str(port)], env=impl_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_tftp(port)
+        with pytest.raises(TftpRemoteError) as info:
+            client.upload("127.0.0.1", str(src), "big.bin", port=port, timeout=0.5, tsize=False)
+        assert info.value.code == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert os.listdir(root) == []
+    assert b"Traceback" not in err
+
+
+# ---------------------------------------------------------------------------- protocol
+
+
+def test_duplicate_acks_never_cause_duplicate_data(root):
+    # Sorcerer's Apprentice (RFC 1123 4.2.3.1): every ACK sent twice must still yield each DATA once
+    data = fill(str(root / "f.bin"), 512 * 20 + 100)
+    with fastnet_server(str(root), timeout=5.0) as server, RawPeer() as peer:
+        peer.send(codec.encode_rrq("f.bin"), server.port)
+        received = []
+        while True:
+            packet, tid = peer.recv()
+            assert type(packet) is codec.Data
+            received.append(packet.block)
+            peer.send(codec.encode_ack(packet.block), tid)
+            peer.send(codec.encode_ack(packet.block), tid)
+            if len(packet.payload) < 512:
+                break
+        assert peer.quiet(0.3) == []
+    assert received == list(range(1, 22))
+
+
+def test_stranger_gets_error_5_and_the_transfer_goes_on(root):
+    data = fill(str(root / "f.bin"), 512 * 3 + 10)
+    with fastnet_server(str(root), timeout=5.0) as server, RawPeer() as peer, RawPeer() as stranger:
+        peer.send(codec.encode_rrq("f.bin"), server.port)
+        got = b""
+        block = 0
+        while True:
+            packet, tid = peer.recv()
+            assert packet.block == block + 1
+            block = packet.block
+            got += packet.payload
+            if block == 2:
+                stranger.send(codec.encode_ack(2), tid)
+                error, from_port = stranger.recv()
+                assert type(error) is codec.Error and error.code == 5 and from_port == tid
+            peer.send(codec.encode_ack(block), tid)
+            if len(packet.payload) < 512:
+                break
+    assert got == data
+
+
+def test_malformed_datagrams_get_error_4_and_do_not_disturb_the_server(root):
+    data = fill(str(root / "f.bin"), 2000)
+    junk = [b"", b"\x00", b"\x00\x01no-terminator", b"\x00\x09abc\x00", b"\xff" * 600, b"\x00\x01f.bin\x00\x00"]
+    with fastnet_server(str(root)) as server, RawPeer() as peer:
+        for datagram in junk:
+            peer.send(datagram, server.port)
+        replies = [p for p, _ in peer.quiet(0.3)]
+        assert replies and all(type(p) is codec.Error and p.code == 4 for p in replies)
+        peer.send(codec.encode_ack(1), server.port)  # not a request
+        assert peer.recv()[0].code == 4
+        assert get(server.port, "f.bin") == data
+
+
+def test_sessions_beyond_max_sessions_are_refused(root):
+    fill(str(root / "f.bin"), 5000)
+    with fastnet_server(str(root), max_sessions=1, timeout=5.0) as server, RawPeer() as first:
+        first.send(codec.encode_rrq("f.bin"), server.port)
+        data1, tid = first.recv()
+        assert data1.block == 1
+        error = fetch_error(server.port, "f.bin")
+        assert "busy" in error.message
+        first.send(codec.encode_error(0, "done"), tid)
+        for _ in range(100):
+            if server.sessions == 0:
+                break
+            time.sleep(0.02)
+        assert len(get(server.port, "f.bin")) == 5000
+
+
+def test_options_negotiation(root):
+    fill(str(root / "f.bin"), 3000)
+    with fastnet_server(str(root), max_blksize=1024) as server, RawPeer() as peer:
+        # unknown options are ignored; blksize above the maximum is lowered; tsize is the size
+        peer.send(codec.encode_rrq("f.bin", options={"color": "blue", "blksize": 4000, "tsize": 0}), server.port)
+        oack, tid = peer.recv()
+        assert oack == codec.OptionAck({"blksize": "1024", "tsize": "3000"})
+        peer.send(codec.encode_ack(0), tid)
+        assert len(peer.recv()[0].payload) == 1024
+        peer.send(codec.encode_error(0, "enough"), tid)
+        # an invalid value is refused with ERROR 8
+        peer.send(codec.encode_rrq("f.bin", options={"blksize": "7"}), server.port)
+        assert peer.recv()[0].code == 8
+        peer.send(codec.encode_rrq("f.bin", options={"timeout": "0"}), server.port)
+        assert peer.recv()[0].code == 8
+        # no option understood: plain RFC 1350, 512-byte DATA 1 straight away
+        peer.send(codec.encode_rrq("f.bin", options={"color": "red"}), server.port)
+        first, tid = peer.recv()
+        assert type(first) is codec.Data and first.block == 1 and len(first.payload) == 512
+        peer.send(codec.encode_error(0, "enough"), tid)
+
+
+def test_window_gap_resumes_after_the_last_good_block(root):
+    data = fill(str(root / "f.bin"), 512 * 10)
+    with fastnet_server(str(root), timeout=5.0) as server, RawPeer() as peer:
+        peer.send(codec.encode_rrq("f.bin", options={"windowsize": 4}), server.port)
+        oack, tid = peer.recv()
+        assert oack == codec.OptionAck({"windowsize": "4"})
+        peer.send(codec.encode_ack(0), tid)
+        assert [peer.recv()[0].block for _ in range(4)] == [1, 2, 3, 4]
+        peer.send(codec.encode_ack(2), tid)  # "3 went missing"
+        window = [peer.recv()[0] for _ in range(4)]
+        assert [p.block for p in window] == [3, 4, 5, 6]
+        assert window[0].payload == data[1024:1536]
+
+
+def test_access_log_has_one_line_per_transfer(root, caplog):
+    caplog.set_level(logging.INFO, logger="fastnet.tftp.access")
+    fill(str(root / "f.bin"), 1234)
+    with fastnet_server(str(root)) as server:
+        get(server.port, "f.bin", blksize=600)
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
+    assert len(lines) == 1
+    line = lines[0]
+    for part in ("peer=127.0.0.1:", "file='f.bin'", "direction=read", "bytes=1234", "seconds=",
+                 "blksize=600", "tsize=1234", "outcome=ok"):
+        assert part in line
+
+
+def test_ipv6(root):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    data = fill(str(root / "f.bin"), 9000)
+    with fastnet_server(str(root), host="::1") as server:
+        sink = _io()
+        stats = client.download("::1", "f.bin", sink, port=server.port, blksize=1000)
+    assert bytes(sink.data) == data and stats.options["blksize"] == 1000
+
+
+def test_close_lets_running_transfers_finish(root):
+    import asyncio
+
+    from fastnet import loop as _loop
+    from fastnet.tftp.server import TftpServer
+
+    data = fill(str(root / "f.bin"), 512 * 40)
+    results = {}
+
+    async def main():
+        server = TftpServer(str(root), port=0, timeout=5.0, grace=10.0)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        # a slow client: the transfer is running when close() is called
+        peer = RawPeer()
+        peer.send(codec.encode_rrq("f.bin"), server.port)
+        first, tid = await loop.run_in_executor(None, peer.recv)
+        closing = asyncio.ensure_future(server.close())
+        await asyncio.sleep(0.05)
+        got = first.payload
+        block = 1
+        while True:
+            peer.send(codec.encode_ack(block), tid)
+            if block == 41:
+                break
+            packet, _ = await loop.run_in_executor(None, peer.recv)
+            block = packet.block
+            got += packet.payload
+        await closing
+        peer.sock.close()
+        results["raw"] = got
+
+    _loop.run(main())
+    assert results["raw"] == data
