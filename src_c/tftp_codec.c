@@ -235,29 +235,72 @@ size_t tftp_build_strings(uint8_t *out, int opcode, const tftp_str *s, size_t n)
 
 /* ---- netascii ---- */
 
+/* Word-at-a-time scanning: text has a CR or LF every few dozen bytes, too often for memchr's
+ * per-call cost to pay off, so 8 bytes are tested at once and copied when none needs care. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+static inline uint64_t load64(const uint8_t *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+/* some byte of x is below 14 (so may be CR = 13 or LF = 10); exact, no false negatives */
+static inline int maybe_crlf(uint64_t x) { return ((x - ONES * 14) & ~x & HIGHS) != 0; }
+
+/* some byte of x is a CR */
+static inline int has_cr(uint64_t x)
+{
+    uint64_t y = x ^ (ONES * '\r');
+    return ((y - ONES) & ~y & HIGHS) != 0;
+}
+
 size_t tftp_netascii_encoded_size(const uint8_t *in, size_t n)
 {
-    size_t extra = 0;
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0, extra = 0;
+    for (; i + 8 <= n; i += 8) {
+        if (!maybe_crlf(load64(in + i)))
+            continue;
+        for (size_t k = i; k < i + 8; k++)
+            extra += (in[k] == '\r') | (in[k] == '\n');
+    }
+    for (; i < n; i++)
         extra += (in[i] == '\r') | (in[i] == '\n');
     return n + extra;
+}
+
+static inline uint8_t *encode_byte(uint8_t *w, uint8_t c)
+{
+    if (c == '\n') {
+        *w++ = '\r';
+        *w++ = '\n';
+    } else if (c == '\r') {
+        *w++ = '\r';
+        *w++ = 0;
+    } else {
+        *w++ = c;
+    }
+    return w;
 }
 
 size_t tftp_netascii_encode(const uint8_t *in, size_t n, uint8_t *out)
 {
     uint8_t *w = out;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = in[i];
-        if (c == '\n') {
-            *w++ = '\r';
-            *w++ = '\n';
-        } else if (c == '\r') {
-            *w++ = '\r';
-            *w++ = 0;
-        } else {
-            *w++ = c;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x = load64(in + i);
+        if (!maybe_crlf(x)) {
+            memcpy(w, &x, 8);
+            w += 8;
+            continue;
         }
+        for (size_t k = i; k < i + 8; k++)
+            w = encode_byte(w, in[k]);
     }
+    for (; i < n; i++)
+        w = encode_byte(w, in[i]);
     return (size_t)(w - out);
 }
 
@@ -277,15 +320,22 @@ size_t tftp_netascii_decode(const uint8_t *in, size_t n, uint8_t *out, int *pend
         }
     }
     while (i < n) {
-        const uint8_t *cr = memchr(in + i, '\r', n - i);
-        size_t run = cr ? (size_t)(cr - (in + i)) : n - i;
-        memcpy(w, in + i, run);
-        w += run;
-        i += run;
-        if (i >= n)
-            break;
-        /* in[i] is a CR */
-        if (i + 1 == n) {
+        if (i + 8 <= n) {
+            uint64_t x = load64(in + i);
+            if (!has_cr(x)) {
+                memcpy(w, &x, 8);
+                w += 8;
+                i += 8;
+                continue;
+            }
+        }
+        uint8_t c = in[i];
+        if (c != '\r') {
+            *w++ = c;
+            i++;
+            continue;
+        }
+        if (i + 1 == n) { /* a CR ends the chunk: its meaning depends on the next byte */
             i++;
             if (final)
                 *w++ = '\r';
@@ -295,10 +345,10 @@ size_t tftp_netascii_decode(const uint8_t *in, size_t n, uint8_t *out, int *pend
         }
         uint8_t next = in[i + 1];
         if (next == '\n') {
-            *w++ = '\n';
+            *w++ = '\n'; /* CR LF -> LF */
             i += 2;
         } else {
-            *w++ = '\r';
+            *w++ = '\r'; /* CR NUL -> CR; a bare CR is kept and the next byte decoded normally */
             i += (next == 0) ? 2 : 1;
         }
     }

@@ -106,7 +106,6 @@ cdef extern from "tftp_codec.h" nogil:
     int tftp_check_strings(int opcode, const tftp_str *strings, size_t n_strings, char *err)
     size_t tftp_strings_size(const tftp_str *strings, size_t n_strings)
     size_t tftp_build_strings(uint8_t *out, int opcode, const tftp_str *strings, size_t n_strings)
-    size_t tftp_netascii_encoded_size(const uint8_t *src, size_t n)
     size_t tftp_netascii_encode(const uint8_t *src, size_t n, uint8_t *out)
     size_t tftp_netascii_decode(const uint8_t *src, size_t n, uint8_t *out, int *pending_cr, int final)
 
@@ -383,6 +382,7 @@ cdef object _decode(const uint8_t *buf, Py_ssize_t n):
     return oack
 
 
+@cython.binding(False)
 def decode(packet):
     """decode(packet) -> ReadRequest | WriteRequest | Data | Ack | Error | OptionAck
 
@@ -407,7 +407,7 @@ def decode(packet):
 # encoding
 
 
-cdef int _uint16(object value, str what) except -1:
+cdef inline int _uint16(object value, str what) except -1:
     cdef int overflow = 0
     cdef long v
     if not PyLong_CheckExact(value):
@@ -506,6 +506,7 @@ def encode_oack(options):
     return _encode_strings(TFTP_OACK, None, None, options)
 
 
+@cython.binding(False)
 def encode_ack(block):
     """encode_ack(block: int) -> bytes
 
@@ -517,6 +518,7 @@ def encode_ack(block):
     return out
 
 
+@cython.binding(False)
 def encode_data(block, payload):
     """encode_data(block: int, payload: bytes | bytearray | memoryview) -> bytes
 
@@ -566,14 +568,24 @@ def encode_error(code, message=""):
 
 
 cdef bytes _to_netascii(const uint8_t *src, Py_ssize_t n):
-    cdef size_t size = tftp_netascii_encoded_size(src, <size_t>n)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
-    tftp_netascii_encode(src, <size_t>n, <uint8_t *>PyBytes_AS_STRING(out))
-    return out
+    # One pass into a worst-case scratch buffer, then one copy: cheaper than sizing first.
+    cdef uint8_t small[2048]
+    cdef uint8_t *out = small
+    cdef size_t size
+    if 2 * n > <Py_ssize_t>sizeof(small):
+        out = <uint8_t *>PyMem_Malloc(2 * <size_t>n)
+        if out == NULL:
+            raise MemoryError()
+    try:
+        size = tftp_netascii_encode(src, <size_t>n, out)
+        return PyBytes_FromStringAndSize(<const char *>out, <Py_ssize_t>size)
+    finally:
+        if out != small:
+            PyMem_Free(out)
 
 
 cdef bytes _from_netascii(const uint8_t *src, Py_ssize_t n, int *pending_cr, int final):
-    cdef uint8_t small[1024]
+    cdef uint8_t small[2048]
     cdef uint8_t *out = small
     cdef size_t size
     if n + 1 > <Py_ssize_t>sizeof(small):
