@@ -19,6 +19,7 @@ cdef class _TCPTransport:
     cdef bint _reading             # not paused by pause_reading()
     cdef bint _read_pending        # an edge was seen and not drained to EAGAIN yet
     cdef bint _eof_received
+    cdef bint _peer_shut           # EPOLLRDHUP/HUP seen: a short read no longer means drained
     cdef bint _eof                 # write_eof() called
     cdef bint _registered
     cdef bint _protocol_connected
@@ -58,6 +59,7 @@ cdef class _TCPTransport:
         self._reading = True
         self._read_pending = False
         self._eof_received = False
+        self._peer_shut = False
         self._eof = False
         self._protocol_paused = False
         self._resume_scheduled = False
@@ -157,6 +159,8 @@ cdef class _TCPTransport:
     cdef int _on_events(self, uint32_t ev) except -1:
         if ev & READISH:
             self._read_pending = True
+            if ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+                self._peer_shut = True   # FIN/RST may sit behind the data: read to the end
             if self._started and self._reading and not self._closing and not self._eof_received:
                 self._do_read()
         if ev & WRITEISH and self._buffer_size and self._sock is not None:
@@ -217,8 +221,8 @@ cdef class _TCPTransport:
                 else:
                     self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
                 return 0
-            if n < size:
-                # a short read drained the socket: new data will raise a new edge
+            if n < size and not self._peer_shut:
+                # a short read drained the socket: new data (or FIN) will raise a new edge
                 self._read_pending = False
                 return 0
             if not self._reading or self._closing:
