@@ -36,6 +36,7 @@ __all__ = [
     "family_of",
     "format_address",
     "messages",
+    "port_number",
     "run",
     "show",
 ]
@@ -91,6 +92,17 @@ def format_address(address) -> str:
     return f"{host}:{port}"
 
 
+def port_number(text: str) -> int:
+    """argparse type for a port: 0 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
+    return port
+
+
 def add_address_options(parser: argparse.ArgumentParser, port: int, *, server: bool) -> None:
     """``--host``/``--port`` (and ``--all-interfaces`` for a server) with the notes' port."""
     if server:
@@ -108,7 +120,7 @@ def add_address_options(parser: argparse.ArgumentParser, port: int, *, server: b
         parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
     parser.add_argument(
         "--port",
-        type=int,
+        type=port_number,
         default=port,
         help="port (default: %(default)s, as in the notes" + ("; 0 picks a free one)" if server else ")"),
     )

@@ -59,7 +59,8 @@ def test_a_slow_client_does_not_block_a_fast_one_and_ctrl_c_is_quiet(impl_env, m
     with Example(impl_env, module, example, "--port", "0", *extra) as server:
         slow = connect(server.port)
         slow.sendall(b"slow says hi")
-        server.expect(f"{name(slow)}")  # the slow client is being served, and stays connected
+        # the slow client is being served, and stays connected
+        server.expect(lambda line: name(slow) in line and "slow says hi" in line)
         if echoes:
             assert recv_exactly(slow, 12) == b"slow says hi"
         fast = connect(server.port)
@@ -75,7 +76,10 @@ def test_a_slow_client_does_not_block_a_fast_one_and_ctrl_c_is_quiet(impl_env, m
         assert server.interrupt() == 130
         assert server.stderr() == ""
         slow.settimeout(5)
-        assert slow.recv(10) == b""  # the connection was closed, by the server or its child
+        try:
+            assert slow.recv(10) == b""  # the connection was closed, by the server or its child
+        except ConnectionResetError:
+            pass  # closed too: a process ended with bytes unread sends a reset
         slow.close()
 
 
