@@ -1,0 +1,227 @@
+"""fastnet.tftp.client: transfers against the fastnet server, scripted fake servers and a lossy path."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import os
+
+import pytest
+from tftp_helpers import LossyProxy, RawPeer, fastnet_server, fill, leftovers
+
+from fastnet.tftp import TftpProtocolError, TftpRemoteError, TftpTimeout, client, codec
+
+
+@pytest.fixture
+def root(tmp_path):
+    d = tmp_path / "root"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def pool():
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        yield executor
+
+
+SIZES = [0, 1, 511, 512, 1024, 5000]
+
+
+@pytest.mark.parametrize("options", [{}, {"blksize": 1468}, {"blksize": 8, "windowsize": 3}, {"windowsize": 16}])
+def test_download_and_upload_round_trip(root, tmp_path, options):
+    with fastnet_server(str(root), allow_write=True) as server:
+        for size in SIZES:
+            data = fill(str(root / f"f{size}"), size, seed=size)
+            out = tmp_path / f"out{size}"
+            stats = client.download("127.0.0.1", f"f{size}", str(out), port=server.port, **options)
+            assert out.read_bytes() == data
+            assert stats.bytes == size
+            blksize = options.get("blksize", 512)
+            assert stats.blocks == size // blksize + 1  # an exact multiple ends with an empty DATA
+            assert stats.options.get("tsize") == size
+            up = client.upload("127.0.0.1", str(out), f"up{size}", port=server.port, **options)
+            assert (root / f"up{size}").read_bytes() == data
+            assert up.bytes == size and up.options.get("tsize") == size
+            for name in ("blksize", "windowsize"):
+                if name in options:
+                    assert stats.options[name] == options[name] and up.options[name] == options[name]
+    assert leftovers(str(root)) == [] and leftovers(str(tmp_path)) == []
+
+
+def test_netascii_round_trip_converts_line_ends(root, tmp_path):
+    text = b"line one\nline two\r\nbare CR\r here\n\n\r"
+    (root / "t.txt").write_bytes(text)
+    with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
+        out = tmp_path / "t.txt"
+        client.download("127.0.0.1", "t.txt", str(out), port=server.port, mode="netascii")
+        assert out.read_bytes() == text
+        client.upload("127.0.0.1", str(out), "back.txt", port=server.port, mode="netascii", blksize=8)
+        assert (root / "back.txt").read_bytes() == text
+        # on the wire it is netascii
+        peer.send(codec.encode_rrq("t.txt", "netascii"), server.port)
+        packet, _ = peer.recv()
+        assert packet.payload == codec.to_netascii(text)
+
+
+def test_local_may_be_a_file_object_and_progress_is_reported(root):
+    data = fill(str(root / "f.bin"), 100_000)
+    seen = []
+    with fastnet_server(str(root), allow_write=True) as server:
+        sink = io.BytesIO()
+        stats = client.download("127.0.0.1", "f.bin", sink, port=server.port, progress=lambda s: seen.append(s.bytes))
+        assert sink.getvalue() == data
+        assert seen and seen[-1] == len(data) and seen == sorted(seen)
+        assert stats.total == len(data)
+        client.upload("127.0.0.1", io.BytesIO(data), "copy.bin", port=server.port)
+    assert (root / "copy.bin").read_bytes() == data
+
+
+def test_failed_download_leaves_no_partial_file_and_keeps_the_old_one(root, tmp_path):
+    target = tmp_path / "keep.bin"
+    target.write_bytes(b"precious")
+    with fastnet_server(str(root)) as server:
+        with pytest.raises(TftpRemoteError) as info:
+            client.download("127.0.0.1", "absent", str(target), port=server.port)
+    assert info.value.code == 1 and "file not found" in str(info.value)
+    assert target.read_bytes() == b"precious"
+    assert sorted(os.listdir(tmp_path)) == ["keep.bin", "root"]
+
+
+def test_download_that_stalls_times_out_without_leftovers(tmp_path, pool):
+    target = tmp_path / "keep.bin"
+    target.write_bytes(b"precious")
+    with FakeServer() as server:
+        future = pool.submit(client.download, "127.0.0.1", "f", str(target), port=server.port,
+                             timeout=0.05, retries=2)
+        server.request()
+        server.send(codec.encode_data(1, b"a" * 512))  # one full block, then silence
+        acks = [p for p, _ in server.tid.quiet(0.5)]
+        with pytest.raises(TftpTimeout):
+            future.result(10)
+    assert acks[0] == codec.Ack(1) and type(acks[-1]) is codec.Error  # the client says goodbye
+    assert target.read_bytes() == b"precious"
+    assert sorted(os.listdir(tmp_path)) == ["keep.bin"]
+
+
+def test_no_answer_is_a_timeout_after_the_retries(tmp_path, pool):
+    with RawPeer() as silent:
+        future = pool.submit(client.download, "127.0.0.1", "f", str(tmp_path / "f"),
+                             port=silent.sock.getsockname()[1], timeout=0.02, retries=3)
+        requests = [p for p, _ in silent.quiet(1.0)]
+        with pytest.raises(TftpTimeout) as info:
+            future.result(10)
+    assert len(requests) == 4 and all(type(p) is codec.ReadRequest for p in requests)
+    assert isinstance(info.value, TimeoutError)
+    assert os.listdir(tmp_path) == []
+
+
+class FakeServer:
+    """A scripted server: a RawPeer on the request port and another one as the transfer's TID."""
+
+    def __init__(self) -> None:
+        self.listen = RawPeer()
+        self.tid = RawPeer()
+        self.port = self.listen.sock.getsockname()[1]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.listen.sock.close()
+        self.tid.sock.close()
+
+    def request(self):
+        self.listen.sock.settimeout(5)
+        data, addr = self.listen.sock.recvfrom(1000)
+        self.client = addr
+        return codec.decode(data)
+
+    def send(self, packet: bytes, via=None) -> None:
+        (via or self.tid).sock.sendto(packet, self.client)
+
+    def recv(self, timeout: float = 5.0):
+        return self.tid.recv(timeout)[0]
+
+
+def test_client_checks_the_tid(tmp_path, pool):
+    out = tmp_path / "f"
+    with FakeServer() as server, RawPeer() as impostor:
+        future = pool.submit(client.download, "127.0.0.1", "f", str(out), port=server.port, timeout=2, tsize=False)
+        assert server.request() == codec.ReadRequest("f", "octet", {})
+        server.send(codec.encode_data(1, b"a" * 512))
+        assert server.recv() == codec.Ack(1)
+        impostor.sock.sendto(codec.encode_data(2, b"EVIL"), server.client)
+        error, _ = impostor.recv()
+        assert type(error) is codec.Error and error.code == 5
+        server.send(codec.encode_data(2, b"good"))
+        assert server.recv() == codec.Ack(2)
+        stats = future.result(10)
+    assert out.read_bytes() == b"a" * 512 + b"good" and stats.blocks == 2
+
+
+def test_server_ignoring_options_means_512_byte_lockstep(tmp_path, pool):
+    out = tmp_path / "f"
+    with FakeServer() as server:
+        future = pool.submit(client.download, "127.0.0.1", "f", str(out), port=server.port, blksize=1468, windowsize=8)
+        request = server.request()
+        assert request.options["blksize"] == "1468" and "windowsize" in request.options
+        server.send(codec.encode_data(1, b"x" * 512))
+        assert server.recv() == codec.Ack(1)
+        server.send(codec.encode_data(2, b""))
+        assert server.recv() == codec.Ack(2)
+        stats = future.result(10)
+    assert stats.options == {} and stats.blksize == 512 and out.read_bytes() == b"x" * 512
+
+
+@pytest.mark.parametrize("oack", [{"blksize": "2000"}, {"blksize": "7"}, {"color": "blue"}, {"windowsize": "abc"}])
+def test_bad_oack_is_refused_with_error_8(tmp_path, pool, oack):
+    with FakeServer() as server:
+        future = pool.submit(client.download, "127.0.0.1", "f", str(tmp_path / "f"), port=server.port,
+                             blksize=1468, windowsize=4)
+        server.request()
+        server.send(codec.encode_oack(oack))
+        error = server.recv()
+        with pytest.raises(TftpProtocolError):
+            future.result(10)
+    assert type(error) is codec.Error and error.code == 8
+    assert os.listdir(tmp_path) == []
+
+
+def test_upload_duplicate_acks_never_cause_duplicate_data(tmp_path, pool):
+    data = fill(str(tmp_path / "f"), 512 * 6 + 7)
+    with FakeServer() as server:
+        future = pool.submit(client.upload, "127.0.0.1", str(tmp_path / "f"), "f", port=server.port, timeout=5.0)
+        assert type(server.request()) is codec.WriteRequest
+        server.send(codec.encode_ack(0))
+        got = []
+        while True:
+            packet = server.recv()
+            got.append(packet)
+            server.send(codec.encode_ack(packet.block))
+            server.send(codec.encode_ack(packet.block))
+            if len(packet.payload) < 512:
+                break
+        stats = future.result(10)
+        assert server.tid.quiet(0.3) == []
+    assert [p.block for p in got] == list(range(1, 8))
+    assert b"".join(p.payload for p in got) == data
+    assert stats.retransmissions == 0
+
+
+@pytest.mark.parametrize("options", [{}, {"blksize": 1024, "windowsize": 8}], ids=["lockstep", "windowed"])
+def test_lossy_path_transfers_finish_byte_identical(root, tmp_path, options):
+    size = 120_000 if not options else 400_000
+    data = fill(str(root / "f.bin"), size, seed=7)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    kwargs = dict(timeout=0.03, retries=12, **options)
+    with fastnet_server(str(root), allow_write=True, timeout=0.03, retries=12) as server:
+        with LossyProxy(("127.0.0.1", server.port), loss=0.10, duplicate=0.03, reorder=0.03, seed=11) as proxy:
+            stats = client.download("127.0.0.1", "f.bin", str(tmp_path / "got.bin"), port=proxy.port, **kwargs)
+            assert (tmp_path / "got.bin").read_bytes() == data
+        with LossyProxy(("127.0.0.1", server.port), loss=0.10, duplicate=0.03, reorder=0.03, seed=12) as proxy2:
+            up = client.upload("127.0.0.1", str(src), "up.bin", port=proxy2.port, **kwargs)
+    assert (root / "up.bin").read_bytes() == data
+    assert proxy.dropped > 0 and proxy2.dropped > 0
+    assert stats.retransmissions > 0 and up.retransmissions > 0
