@@ -1,0 +1,161 @@
+"""fastnet.Loop UDP: create_datagram_endpoint, sendto, datagram_received, error_received.
+
+Each scenario runs on fastnet.Loop, stock asyncio (the oracle) and uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from test_loop_common import loop, loop_kind, run  # noqa: F401  (fixtures)
+
+
+class Datagrams(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.transport = None
+        self.received = asyncio.Queue()
+        self.errors = asyncio.Queue()
+        self.lost = asyncio.get_event_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.received.put_nowait((data, addr))
+
+    def error_received(self, exc):
+        self.errors.put_nowait(exc)
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class UdpEcho(Datagrams):
+    def datagram_received(self, data, addr):
+        super().datagram_received(data, addr)
+        self.transport.sendto(data, addr)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_udp_echo_local_and_remote_addr(loop, host):
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+    except OSError:
+        if host == "::1":
+            pytest.skip("no IPv6")
+
+    async def main():
+        server_tr, server = await loop.create_datagram_endpoint(UdpEcho, local_addr=(host, 0))
+        addr = server_tr.get_extra_info("sockname")
+        client_tr, client = await loop.create_datagram_endpoint(Datagrams, remote_addr=addr[:2])
+        try:
+            assert client_tr.get_extra_info("peername")[:2] == addr[:2]
+            sizes = [1, 100, 1400, 60000]
+            for size in sizes:
+                client_tr.sendto(bytes([size % 251]) * size)
+            echoed = [await client.received.get() for _ in sizes]
+            seen_by_server = [await server.received.get() for _ in sizes]
+            with pytest.raises(ValueError):
+                client_tr.sendto(b"x", ("127.0.0.2", 9))  # connected: only its peer
+            client_tr.sendto(memoryview(b"view"))
+            assert (await client.received.get())[0] == b"view"
+            return echoed, seen_by_server, client_tr.get_extra_info("sockname")
+        finally:
+            client_tr.close()
+            server_tr.close()
+            await client.lost
+            await server.lost
+
+    echoed, seen_by_server, client_name = run(loop, main())
+    assert [len(d) for d, _ in echoed] == [1, 100, 1400, 60000]
+    assert all(a[:2] == client_name[:2] for _, a in seen_by_server)
+
+
+def test_udp_unconnected_sendto_with_address(loop):
+    async def main():
+        a_tr, a = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+        b_tr, b = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+        try:
+            for i in range(20):
+                a_tr.sendto(b"n%d" % i, b_tr.get_extra_info("sockname"))
+            got = [await b.received.get() for _ in range(20)]
+            assert a_tr.get_write_buffer_size() == 0
+            return got, a_tr.get_extra_info("sockname")
+        finally:
+            a_tr.close()
+            b_tr.close()
+
+    got, a_name = run(loop, main())
+    assert [d for d, _ in got] == [b"n%d" % i for i in range(20)]
+    assert all(addr == a_name for _, addr in got)
+
+
+def test_udp_error_received_on_refused_port(loop):
+    async def main():
+        # a bound, then closed, port: nobody listens there
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()
+        probe.close()
+        tr, proto = await loop.create_datagram_endpoint(Datagrams, remote_addr=dead)
+        try:
+            exc = None
+            for _ in range(20):  # ICMP port unreachable arrives asynchronously
+                tr.sendto(b"anyone?")
+                try:
+                    exc = await asyncio.wait_for(proto.errors.get(), 0.2)
+                    break
+                except asyncio.TimeoutError:
+                    continue
+            return exc, tr.is_closing()
+        finally:
+            tr.close()
+
+    exc, closing = run(loop, main())
+    assert isinstance(exc, ConnectionRefusedError)
+    assert closing is False  # an error on one datagram does not end the endpoint
+
+
+def test_udp_reuse_port_and_allow_broadcast(loop):
+    async def main():
+        tr1, p1 = await loop.create_datagram_endpoint(
+            Datagrams, local_addr=("127.0.0.1", 0), reuse_port=True, allow_broadcast=True
+        )
+        port = tr1.get_extra_info("sockname")[1]
+        tr2, p2 = await loop.create_datagram_endpoint(
+            Datagrams, local_addr=("127.0.0.1", port), reuse_port=True
+        )
+        try:
+            sock = tr1.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST)
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+            # loopback broadcast address: allowed now (EACCES without SO_BROADCAST)
+            tr1.sendto(b"bcast", ("127.255.255.255", port))
+            await asyncio.sleep(0.05)
+            return p1.errors.empty()
+        finally:
+            tr1.close()
+            tr2.close()
+
+    assert run(loop, main()) is True
+
+
+def test_udp_close_and_abort_call_connection_lost(loop):
+    async def main():
+        tr, proto = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+        sock = tr.get_extra_info("socket")
+        tr.close()
+        assert tr.is_closing()
+        first = await proto.lost
+        tr2, proto2 = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+        tr2.abort()
+        second = await proto2.lost
+        return first, second, sock.fileno()
+
+    first, second, fileno = run(loop, main())
+    assert first is None and second is None
+    assert fileno == -1
