@@ -127,16 +127,25 @@ def _cases(c, py, tftpy_types, tftpy_factory):
     }, ns
 
 
-def _time(stmt: str, ns: dict, repeats: int, target_seconds: float) -> float:
-    timer = timeit.Timer(stmt, globals=ns)
-    number, elapsed = 1, 0.0
-    while True:  # calibrate: one repeat lasts about target_seconds
+def _calibrate(timer: timeit.Timer, target_seconds: float) -> int:
+    number = 1
+    while True:
         elapsed = timer.timeit(number)
         if elapsed >= target_seconds / 4:
-            break
+            return max(1, int(number * target_seconds / elapsed))
         number *= 4
-    number = max(1, int(number * target_seconds / elapsed))
-    return statistics.median(timer.repeat(repeats, number)) / number * 1e9
+
+
+def _time_row(stmts: dict[str, str], ns: dict, repeats: int, target_seconds: float) -> dict[str, float]:
+    """ns per call of each statement; the repeats of all contenders are interleaved, so that a
+    burst of load on a shared machine hits all of them alike and the ratios stay meaningful."""
+    timers = {who: timeit.Timer(stmt, globals=ns) for who, stmt in stmts.items()}
+    numbers = {who: _calibrate(t, target_seconds) for who, t in timers.items()}
+    samples: dict[str, list[float]] = {who: [] for who in timers}
+    for _ in range(repeats):
+        for who, t in timers.items():
+            samples[who].append(t.timeit(numbers[who]) / numbers[who] * 1e9)
+    return {who: statistics.median(v) for who, v in samples.items()}
 
 
 def _machine() -> str:
@@ -190,13 +199,11 @@ def main(argv=None) -> int:
 
     results: dict[str, dict[str, float | None]] = {}
     for op, stmts in cases.items():
-        row = {}
-        for who in CONTENDERS:
-            stmt = stmts.get(who)
-            row[who] = _time(stmt, ns, args.repeat, args.seconds) if stmt and available[who] else None
-        results[op] = row
+        runnable = {who: stmts[who] for who in CONTENDERS if stmts.get(who) and available[who]}
+        timed = _time_row(runnable, ns, args.repeat, args.seconds)
+        results[op] = {who: timed.get(who) for who in CONTENDERS}
 
-    print(f"TFTP codec, ns per call (median of {args.repeat} timeit repeats); x = times slower than compiled")
+    print(f"TFTP codec, ns per call (median of {args.repeat} interleaved timeit repeats); x = times slower than compiled")
     print(f"machine: {_machine()}")
     print()
     header = f"| {'operation':<26} | {'compiled':>8} | {'twin':>8} | {'struct':>8} | {'tftpy':>8} | {'twin x':>6} | {'struct x':>8} | {'tftpy x':>7} |"

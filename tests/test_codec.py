@@ -597,3 +597,19 @@ def test_standalone_c_core_under_sanitizers(tmp_path):
     run = subprocess.run([str(exe), "100000"], capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("ok: tftp codec core, 100000 random datagrams")
+
+
+def test_benchmark_script_runs(implementation):
+    if implementation != "c":
+        pytest.skip("the benchmark measures both implementations itself; once is enough")
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "codec.py"), "--repeat", "1", "--seconds", "0.001"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "| decode DATA (512 B)" in out.stdout
+    assert out.stdout.count("target: compiled") == 5

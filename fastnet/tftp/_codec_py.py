@@ -144,9 +144,7 @@ class _Packet:
         return (type(self), self._values())
 
 
-def _init(self: _Packet, values: tuple) -> None:
-    for name, value in zip(self._fields, values):
-        object.__setattr__(self, name, value)
+_set = object.__setattr__
 
 
 def _repr_payload(payload: bytes) -> str:
@@ -168,7 +166,9 @@ class _Request(_Packet):
     options: dict[str, str]
 
     def __init__(self, filename: str, mode: str = "octet", options: dict[str, str] | None = None) -> None:
-        _init(self, (filename, mode, {} if options is None else options))
+        _set(self, "filename", filename)
+        _set(self, "mode", mode)
+        _set(self, "options", {} if options is None else options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(filename={self.filename!r}, mode={self.mode!r}, options={self.options!r})"
@@ -199,7 +199,8 @@ class Data(_Packet):
     payload: bytes
 
     def __init__(self, block: int, payload: bytes) -> None:
-        _init(self, (block, payload))
+        _set(self, "block", block)
+        _set(self, "payload", payload)
 
     def __hash__(self) -> int:
         return hash(("Data", self.block, self.payload))
@@ -218,7 +219,7 @@ class Ack(_Packet):
     block: int
 
     def __init__(self, block: int) -> None:
-        _init(self, (block,))
+        _set(self, "block", block)
 
     def __hash__(self) -> int:
         return hash(("Ack", self.block))
@@ -238,7 +239,8 @@ class Error(_Packet):
     message: str
 
     def __init__(self, code: int, message: str = "") -> None:
-        _init(self, (code, message))
+        _set(self, "code", code)
+        _set(self, "message", message)
 
     def __hash__(self) -> int:
         return hash(("Error", self.code, self.message))
@@ -257,7 +259,7 @@ class OptionAck(_Packet):
     options: dict[str, str]
 
     def __init__(self, options: dict[str, str]) -> None:
-        _init(self, (options,))
+        _set(self, "options", options)
 
     def __repr__(self) -> str:
         return f"OptionAck(options={self.options!r})"
