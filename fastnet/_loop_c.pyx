@@ -89,6 +89,7 @@ cdef int _fileno(object fd) except -1:
 
 
 cdef class _TCPTransport
+cdef class _UDPTransport
 
 
 @cython.final
@@ -287,6 +288,8 @@ cdef class _Core:
                 continue
             if type(entry) is _TCPTransport:
                 (<_TCPTransport>entry)._on_events(ev)
+            elif type(entry) is _UDPTransport:
+                (<_UDPTransport>entry)._on_events(ev)
             else:
                 e = <_FdEntry>entry
                 if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and e.reader is not None:
@@ -309,6 +312,8 @@ cdef class _Core:
         for fd, entry in list(self.fds.items()):
             if type(entry) is _TCPTransport:
                 (<_TCPTransport>entry)._release()
+            elif type(entry) is _UDPTransport:
+                (<_UDPTransport>entry)._release()
         self.fds.clear()
         if self.epfd >= 0:
             close(self.epfd)
@@ -395,6 +400,7 @@ cdef int _loop_run_once(object loop, _Core core) except -1:
 
 
 include "_loop_tcp.pxi"
+include "_loop_udp.pxi"
 
 
 def _not_implemented(what):
@@ -463,6 +469,9 @@ class Loop(asyncio.SelectorEventLoop):
     # -- transports ----------------------------------------------------------------------------
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _TCPTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        return _UDPTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_ssl_transport(self, *args, **kwargs):
         _not_implemented("TLS (ssl=)")

@@ -1,0 +1,334 @@
+# The compiled datagram transport of fastnet.Loop (included by _loop_c.pyx).
+#
+# Behaviour follows asyncio's _SelectorDatagramTransport; the socket is registered once,
+# edge-triggered, and each read edge is drained with recvfrom() into the loop's buffer until EAGAIN.
+
+
+cdef object _sockaddr_to_py(sockaddr_storage *addr):
+    cdef char host[64]
+    cdef sockaddr_in *sin
+    cdef sockaddr_in6 *sin6
+    if addr.ss_family == AF_INET:
+        sin = <sockaddr_in *>addr
+        inet_ntop(AF_INET, &sin.sin_addr, host, sizeof(host))
+        return (host.decode("ascii"), ntohs(sin.sin_port))
+    if addr.ss_family == AF_INET6:
+        sin6 = <sockaddr_in6 *>addr
+        inet_ntop(AF_INET6, &sin6.sin6_addr, host, sizeof(host))
+        return (host.decode("ascii"), ntohs(sin6.sin6_port), ntohl(sin6.sin6_flowinfo), sin6.sin6_scope_id)
+    return None
+
+
+@cython.final
+cdef class _UDPTransport:
+    cdef object _loop
+    cdef _Core _core
+    cdef object _sock
+    cdef readonly int _sock_fd
+    cdef object _protocol
+    cdef dict _extra
+    cdef object _address           # the connected peer (remote_addr), or None
+    cdef bint _closing
+    cdef bint _reading
+    cdef bint _started
+    cdef bint _read_pending
+    cdef bint _resume_scheduled
+    cdef bint _registered
+    cdef bint _protocol_paused
+    cdef Py_ssize_t _conn_lost
+    cdef object _buffer            # deque of (bytes, addr)
+    cdef Py_ssize_t _buffer_size
+    cdef Py_ssize_t _high_water
+    cdef Py_ssize_t _low_water
+    cdef object __weakref__
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        self._loop = loop
+        self._core = <_Core>loop._core
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._extra = {} if extra is None else dict(extra)
+        self._extra["socket"] = _TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._protocol = protocol
+        self._address = address
+        self._closing = False
+        self._reading = True
+        self._started = False
+        self._read_pending = False
+        self._resume_scheduled = False
+        self._protocol_paused = False
+        self._conn_lost = 0
+        self._buffer = collections.deque()
+        self._buffer_size = 0
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+        loop._transports[self._sock_fd] = self
+        self._core.add_transport(self._sock_fd, self)
+        self._registered = True
+        loop.call_soon(self._protocol.connection_made, self)
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        state = "closed" if self._sock is None else ("closing" if self._closing else "open")
+        return f"<_UDPTransport {state} fd={self._sock_fd}>"
+
+    def get_extra_info(self, name, default=None):
+        return self._extra.get(name, default)
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+
+    def get_protocol(self):
+        return self._protocol
+
+    def is_closing(self):
+        return self._closing
+
+    def is_reading(self):
+        return not self._closing and self._reading
+
+    def pause_reading(self):
+        if not self._closing:
+            self._reading = False
+
+    def resume_reading(self):
+        if self._closing or self._reading:
+            return
+        self._reading = True
+        if self._started:
+            self._schedule_read()
+
+    def _start_reading(self):
+        self._started = True
+        if self._reading and not self._closing:
+            self._schedule_read()
+
+    cdef int _schedule_read(self) except -1:
+        if self._read_pending and not self._resume_scheduled:
+            self._resume_scheduled = True
+            self._loop.call_soon(self._pending_read)
+        return 0
+
+    def _pending_read(self):
+        self._resume_scheduled = False
+        if self._read_pending and self._started and self._reading and not self._closing:
+            self._do_read()
+
+    def get_write_buffer_size(self):
+        return self._buffer_size
+
+    def get_write_buffer_limits(self):
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water = high
+        self._low_water = low
+        self._maybe_pause_protocol()
+
+    cdef int _on_events(self, uint32_t ev) except -1:
+        if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+            self._read_pending = True
+            if self._started and self._reading and not self._closing:
+                self._do_read()
+        if ev & (EPOLLOUT | EPOLLERR) and self._buffer_size and self._sock is not None:
+            self._sendto_ready()
+        return 0
+
+    cdef int _do_read(self) except -1:
+        cdef sockaddr_storage addr
+        cdef socklen_t addrlen
+        cdef ssize_t n
+        cdef int i, err
+        cdef char *rbuf = self._core.rbuf
+        for i in range(64):
+            addrlen = sizeof(addr)
+            n = recvfrom(self._sock_fd, rbuf, READ_BUFFER_SIZE, 0, <sockaddr *>&addr, &addrlen)
+            if n < 0:
+                err = errno
+                if err == EAGAIN:
+                    self._read_pending = False
+                    return 0
+                if err == EINTR:
+                    continue
+                # ICMP errors (ECONNREFUSED ...) belong to one datagram, not to the endpoint
+                try:
+                    self._protocol.error_received(_oserror(err))
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal error: protocol.error_received() call failed.")
+                    return 0
+            else:
+                if addrlen == 0 or self._address is not None:
+                    peer = self._extra["peername"] if self._address is not None else None
+                else:
+                    peer = _sockaddr_to_py(&addr)
+                try:
+                    self._protocol.datagram_received(PyBytes_FromStringAndSize(rbuf, n), peer)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal read error on datagram transport")
+                    return 0
+            if not self._reading or self._closing:
+                return 0
+        self._schedule_read()
+        return 0
+
+    def sendto(self, data, addr=None):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+        if not data:
+            return
+        if self._address is not None:
+            if addr not in (None, self._address):
+                raise ValueError(f"Invalid address: must be None or {self._address}")
+            addr = self._address
+        if self._conn_lost and self._address is not None:
+            if self._conn_lost >= _CONNLOST_THRESHOLD:
+                logger.warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return
+        if not self._buffer_size:
+            try:
+                if self._extra["peername"]:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        self._buffer.append((bytes(data), addr))
+        self._buffer_size += len(data)
+        self._maybe_pause_protocol()
+
+    def _sendto_ready(self):
+        while self._buffer:
+            data, addr = self._buffer.popleft()
+            self._buffer_size -= len(data)
+            try:
+                if self._extra["peername"]:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                self._buffer.appendleft((data, addr))
+                self._buffer_size += len(data)
+                break
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        self._maybe_resume_protocol()
+        if not self._buffer and self._closing:
+            self._call_connection_lost(None)
+
+    cdef _maybe_pause_protocol(self):
+        if self._buffer_size <= self._high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                "message": "protocol.pause_writing() failed", "exception": exc,
+                "transport": self, "protocol": self._protocol,
+            })
+
+    cdef _maybe_resume_protocol(self):
+        if self._protocol_paused and self._buffer_size <= self._low_water:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler({
+                    "message": "protocol.resume_writing() failed", "exception": exc,
+                    "transport": self, "protocol": self._protocol,
+                })
+
+    def close(self):
+        if self._closing:
+            return
+        self._closing = True
+        if not self._buffer:
+            self._conn_lost += 1
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self):
+        self._force_close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler({
+                "message": message, "exception": exc, "transport": self, "protocol": self._protocol,
+            })
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._conn_lost:
+            return
+        self._buffer.clear()
+        self._buffer_size = 0
+        self._closing = True
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._release()
+            self._protocol = None
+            self._loop = None
+
+    cdef void _release(self) noexcept:
+        self._closing = True
+        if not self._conn_lost:
+            self._conn_lost = 1
+        self._buffer.clear()
+        self._buffer_size = 0
+        if self._registered:
+            self._registered = False
+            self._core.remove_transport(self._sock_fd, self)
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except BaseException:
+                pass
+            self._sock = None
