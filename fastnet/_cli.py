@@ -207,6 +207,11 @@ class Deadline:
     def expired(self) -> bool:
         return self._end is not None and time.monotonic() >= self._end
 
+    def socket_timeout(self) -> float | None:
+        """For ``sock.settimeout``: never 0, which would make the socket non-blocking."""
+        left = self.remaining()
+        return None if left is None else max(left, 1e-6)
+
     def timeout(self, cap: float | None = None) -> float | None:
         """Seconds to wait next: the time left, at most *cap* (None: block)."""
         left = self.remaining()

@@ -184,7 +184,7 @@ def cmd_gevent_server(args: argparse.Namespace) -> int:
         _cli.announce(s)
         workers = []
         while True:
-            s.settimeout(deadline.timeout())
+            s.settimeout(deadline.socket_timeout())
             try:
                 cli, addr = s.accept()
             except socket.timeout:

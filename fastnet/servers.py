@@ -55,7 +55,7 @@ def _listen(args: argparse.Namespace, backlog: int) -> socket.socket:
 
 
 def _accept(server: socket.socket, deadline: _cli.Deadline):
-    server.settimeout(deadline.timeout())
+    server.settimeout(deadline.socket_timeout())
     try:
         conn, addr = server.accept()
     except socket.timeout:

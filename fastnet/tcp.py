@@ -41,7 +41,7 @@ def _listen(args: argparse.Namespace, backlog: int, *, announce: bool = True) ->
 
 def _accept(server: socket.socket, deadline: _cli.Deadline):
     """The next (connection, address), or None once the --duration is over."""
-    server.settimeout(deadline.timeout())
+    server.settimeout(deadline.socket_timeout())
     try:
         conn, addr = server.accept()
     except socket.timeout:
@@ -64,7 +64,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         conn, addr = got
         with conn:
             _cli.emit(f"connection from {_cli.format_address(addr)}")
-            conn.settimeout(deadline.timeout())
+            conn.settimeout(deadline.socket_timeout())
             data = conn.recv(RECV_SIZE)
             _cli.emit(f"接收到的数据为: {_cli.show(data)}")
             conn.sendall(reply)

@@ -42,7 +42,7 @@ def _server_socket(args: argparse.Namespace) -> socket.socket:
 
 def _receive(sock: socket.socket, deadline: _cli.Deadline):
     """One datagram, or None once the --duration is over."""
-    sock.settimeout(deadline.timeout())
+    sock.settimeout(deadline.socket_timeout())
     try:
         return sock.recvfrom(RECV_SIZE)
     except socket.timeout:
