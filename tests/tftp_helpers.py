@@ -182,13 +182,15 @@ def tftpy_server(root: str) -> Iterator[int]:
     logging.getLogger("tftpy").setLevel(logging.WARNING)
     port = free_port(socket.SOCK_DGRAM)
     server = tftpy.TftpServer(root)
-    thread = threading.Thread(target=server.listen, args=("127.0.0.1", port), daemon=True)
+    thread = threading.Thread(target=server.listen, args=("127.0.0.1", port, 1), daemon=True)
     thread.start()
     try:
         wait_for_tftp(port)
         yield port
     finally:
         server.stop(now=True)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # wake its select() up
+            s.sendto(codec.encode_rrq("fastnet-wake-up.missing"), ("127.0.0.1", port))
         thread.join(10)
 
 

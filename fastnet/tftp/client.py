@@ -116,6 +116,8 @@ def _accept_oack(sent: dict[str, int], oack: dict[str, str], stats: TransferStat
     accepted: dict[str, Any] = {}
     for name, raw in oack.items():
         if name not in sent:
+            if (name, raw) in (("blksize", "512"), ("windowsize", "1")):
+                continue  # an unrequested default (tftpy's server sends one): harmless
             raise TftpProtocolError(f"server acknowledged option {name!r} that was not requested", 8)
         value = parse_uint(raw)
         if value is None:
