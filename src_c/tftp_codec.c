@@ -123,6 +123,8 @@ int tftp_parse(const uint8_t *buf, size_t len, tftp_packet *p)
         return read_options(buf, len, pos, p);
     }
     case TFTP_ERROR: {
+        if (len > TFTP_MAX_DATAGRAM)
+            return fail(p, TFTP_MAX_DATAGRAM, "ERROR packet of %zu bytes exceeds %d", len, TFTP_MAX_DATAGRAM);
         if (len < 4)
             return fail(p, len, "truncated ERROR header (%zu of 4 bytes)", len);
         p->number = get_u16(buf + 2);
@@ -134,6 +136,8 @@ int tftp_parse(const uint8_t *buf, size_t len, tftp_packet *p)
         return 0;
     }
     case TFTP_OACK:
+        if (len > TFTP_MAX_DATAGRAM)
+            return fail(p, TFTP_MAX_DATAGRAM, "OACK packet of %zu bytes exceeds %d", len, TFTP_MAX_DATAGRAM);
         return read_options(buf, len, 2, p);
     default:
         return fail(p, 0, "unknown opcode %u", (unsigned)opcode);

@@ -31,6 +31,7 @@ enum {
     TFTP_DEFAULT_BLKSIZE = 512,
     TFTP_MAX_REQUEST = 512,       /* the largest RRQ/WRQ datagram */
     TFTP_MAX_OPTIONS = 64,        /* options per RRQ/WRQ/OACK */
+    TFTP_MAX_DATAGRAM = 65535,    /* the largest ERROR/OACK (UDP's limit; keeps offsets 32-bit) */
     TFTP_ERRMSG_SIZE = 96,
 };
 

@@ -183,6 +183,11 @@ def test_max_blksize_payload_is_accepted_one_more_byte_is_not():
     assert info.value.offset == 4 + 65464
 
 
+def test_largest_error_and_oack_are_accepted():
+    assert codec.decode(b"\0\5\0\1" + b"m" * 65530 + b"\0").message == "m" * 65530
+    assert codec.decode(b"\0\6" + b"a\0" + b"v" * 65530 + b"\0").options == {"a": "v" * 65530}
+
+
 def test_request_of_exactly_512_bytes_is_accepted():
     filename = "f" * (512 - 2 - 1 - 6)
     packet = codec.encode_rrq(filename)
@@ -218,6 +223,8 @@ MALFORMED = [
     (b"\0\5\0\1no terminator", "unterminated error message", 4),
     (b"\0\5\0\1msg\0x", "trailing bytes after the ERROR message", 8),
     (b"\0\5\0\1msg\0\0", "trailing bytes after the ERROR message", 8),
+    (b"\0\5\0\1" + b"m" * 65531 + b"\0", "ERROR packet of 65536 bytes exceeds 65535", 65535),
+    (b"\0\6" + b"a\0" + b"v" * 65531 + b"\0", "OACK packet of 65536 bytes exceeds 65535", 65535),
     (b"\0\6blksize", "unterminated option name", 2),
     (b"\0\6blksize\0", "missing option value", 10),
     (b"\0\6a\0" b"1\0A\0" b"2\0", "repeated option", 6),

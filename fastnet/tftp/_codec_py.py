@@ -66,6 +66,8 @@ DEFAULT_BLKSIZE = 512
 MAX_REQUEST_SIZE = 512
 #: Most options one RRQ, WRQ or OACK may carry.
 MAX_OPTIONS = 64
+# Largest ERROR or OACK datagram accepted (a UDP payload cannot be larger).
+_MAX_DATAGRAM = 65535
 
 _TEXT_ENCODING = "utf-8"
 _TEXT_ERRORS = "surrogateescape"
@@ -336,6 +338,8 @@ def decode(packet: bytes | bytearray | memoryview) -> Packet:
         cls = ReadRequest if opcode == 1 else WriteRequest
         return cls(_text(filename), _text(mode.lower()), options)
     if opcode == 5:
+        if n > _MAX_DATAGRAM:
+            raise DecodeError(f"ERROR packet of {n} bytes exceeds {_MAX_DATAGRAM}", _MAX_DATAGRAM)
         if n < 4:
             raise DecodeError(f"truncated ERROR header ({n} of 4 bytes)", n)
         code = _unpack_H(packet, 2)[0]
@@ -344,6 +348,8 @@ def decode(packet: bytes | bytearray | memoryview) -> Packet:
             raise DecodeError("trailing bytes after the ERROR message", pos)
         return Error(_ERROR_CODES[code] if code < len(_ERROR_CODES) else code, _text(message))
     if opcode == 6:
+        if n > _MAX_DATAGRAM:
+            raise DecodeError(f"OACK packet of {n} bytes exceeds {_MAX_DATAGRAM}", _MAX_DATAGRAM)
         return OptionAck(_options(packet, 2))
     raise DecodeError(f"unknown opcode {opcode}", 0)
 

@@ -148,6 +148,15 @@ static void test_malformed(void)
     CHECK(strcmp(p.error, "DATA payload of 65465 bytes exceeds 65464") == 0);
     free(data);
 
+    uint8_t *huge = calloc(1, TFTP_MAX_DATAGRAM + 1);
+    huge[1] = TFTP_ERROR;
+    CHECK(parse_exact(huge, TFTP_MAX_DATAGRAM, &p) == -1 && strcmp(p.error, "trailing bytes after the ERROR message") == 0);
+    CHECK(parse_exact(huge, TFTP_MAX_DATAGRAM + 1, &p) == -1 && p.error_offset == TFTP_MAX_DATAGRAM);
+    CHECK(strcmp(p.error, "ERROR packet of 65536 bytes exceeds 65535") == 0);
+    huge[1] = TFTP_OACK;
+    CHECK(parse_exact(huge, TFTP_MAX_DATAGRAM + 1, &p) == -1 && strcmp(p.error, "OACK packet of 65536 bytes exceeds 65535") == 0);
+    free(huge);
+
     /* 64 options fit an OACK, 65 do not */
     uint8_t oack[2 + 65 * 8];
     size_t len = 2;
