@@ -531,8 +531,17 @@ shaped = st.builds(
 )
 
 
+valid = st.one_of(
+    st.builds(_codec_py.encode_data, blocks, st.binary(max_size=600)),
+    st.builds(_codec_py.encode_ack, blocks),
+    st.builds(_codec_py.encode_error, blocks, st.one_of(text, raw_text)),
+    st.builds(_codec_py.encode_oack, options),
+    st.builds(lambda f, o: _codec_py.encode_wrq(f, "NetAscii", o), st.one_of(text, raw_text), options.filter(lambda d: len(d) < 3)),
+)
+
+
 @SETTINGS
-@given(packet=st.one_of(st.binary(max_size=700), shaped))
+@given(packet=st.one_of(st.binary(max_size=700), shaped, valid))
 def test_compiled_and_twin_decode_agree(packet):
     c = _c_module()
     if c is None:
