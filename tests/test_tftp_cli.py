@@ -1,0 +1,114 @@
+"""``python -m fastnet.tftp``: get, put and serve as a user runs them."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import free_port
+from tftp_helpers import fastnet_server, fill, wait_for_tftp
+
+from fastnet.tftp import client
+
+
+def cli(args, env, cwd=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "fastnet.tftp", *args], env=env, cwd=cwd,
+                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def one_line_error(result) -> str:
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture
+def root(tmp_path):
+    d = tmp_path / "root"
+    d.mkdir()
+    return d
+
+
+def test_get_and_put(root, tmp_path, impl_env):
+    data = fill(str(root / "f.bin"), 70_000)
+    with fastnet_server(str(root), allow_write=True) as server:
+        port = str(server.port)
+        r = cli(["get", "127.0.0.1", "f.bin", str(tmp_path / "got.bin"), "--port", port, "--blksize", "1468",
+                 "--windowsize", "4", "--timeout", "0.2"], impl_env)
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "got.bin").read_bytes() == data
+        summary = r.stdout.decode()
+        assert summary.startswith("received f.bin: 70000 bytes") and "blksize=1468" in summary
+        assert r.stderr == b""  # no progress bar when stderr is not a terminal
+        # LOCAL defaults to the remote base name, in the current directory
+        r = cli(["get", "127.0.0.1", "f.bin", "--port", port, "--timeout", "0.2", "--quiet"], impl_env, cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout == b"" and (tmp_path / "f.bin").read_bytes() == data
+        r = cli(["put", "127.0.0.1", str(tmp_path / "got.bin"), "copy.bin", "--port", port, "--timeout", "0.2"], impl_env)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.decode().startswith("sent copy.bin: 70000 bytes")
+    assert (root / "copy.bin").read_bytes() == data
+
+
+def test_netascii_get(root, tmp_path, impl_env):
+    (root / "t.txt").write_bytes(b"a\nb\r\nc")
+    with fastnet_server(str(root)) as server:
+        r = cli(["get", "127.0.0.1", "t.txt", str(tmp_path / "t.txt"), "--port", str(server.port), "--netascii",
+                 "--timeout", "0.2"], impl_env)
+    assert r.returncode == 0 and (tmp_path / "t.txt").read_bytes() == b"a\nb\r\nc"
+
+
+def test_failures_are_one_line_messages(root, tmp_path, impl_env):
+    (tmp_path / "keep").write_bytes(b"keep")
+    with fastnet_server(str(root)) as server:
+        port = str(server.port)
+        err = one_line_error(cli(["get", "127.0.0.1", "absent", str(tmp_path / "keep"), "--port", port], impl_env))
+        assert "file not found" in err
+        err = one_line_error(cli(["put", "127.0.0.1", str(tmp_path / "keep"), "--port", port], impl_env))
+        assert "access violation" in err
+        err = one_line_error(cli(["put", "127.0.0.1", str(tmp_path / "missing"), "--port", port], impl_env))
+        assert "No such file" in err
+        err = one_line_error(cli(["get", "127.0.0.1", "x", "--port", port, "--blksize", "70000"], impl_env))
+        assert "blksize" in err
+    silent = str(free_port(socket.SOCK_DGRAM))
+    err = one_line_error(cli(["get", "127.0.0.1", "x", str(tmp_path / "x"), "--port", silent, "--timeout", "0.05",
+                              "--retries", "2"], impl_env))
+    assert "no answer" in err
+    err = one_line_error(cli(["get", "host.invalid", "x", str(tmp_path / "x")], impl_env))
+    assert "resolve" in err
+    assert (tmp_path / "keep").read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "root"]
+
+
+def test_get_help_presents_it_as_the_notes_client():
+    text = subprocess.run([sys.executable, "-m", "fastnet.tftp", "get", "--help"], capture_output=True,
+                          timeout=30).stdout.decode()
+    for phrase in ("notes", "hard-coded", "binary mode", "text mode", "transfer ID", "retransmitted", "port is 69"):
+        assert phrase in text, phrase
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_cleanly_on_a_signal(root, tmp_path, impl_env, sig):
+    data = fill(str(root / "f.bin"), 10_000)
+    port = free_port(socket.SOCK_DGRAM)
+    proc = subprocess.Popen([sys.executable, "-m", "fastnet.tftp", "serve", str(root), "--port", str(port),
+                             "--grace", "2"], env=impl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_tftp(port)
+        client.download("127.0.0.1", "f.bin", str(tmp_path / "f.bin"), port=port)
+        assert (tmp_path / "f.bin").read_bytes() == data
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err
+    log = err.decode()
+    assert "file='f.bin' direction=read bytes=10000" in log and "outcome=ok" in log
+    assert "stopped" in log
