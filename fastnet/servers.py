@@ -378,7 +378,7 @@ def cmd_epoll(args: argparse.Namespace) -> int:
             epoll.unregister(fd)
             connections.pop(fd).close()
             pending.pop(fd, None)
-            _cli.emit(f"{_cli.format_address(addresses.pop(fd))} offline")
+            _cli.emit(f"{_cli.format_address(addresses.pop(fd))} offline ({len(connections)} still connected)")
 
         def flush(fd: int) -> bool:
             """Write what is pending for *fd*; False if the connection is gone."""
@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         "单进程服务器-非堵塞模式 服务端: poll non-blocking sockets in one loop",
         "单进程服务器-非堵塞模式 服务端 (non-blocking server): one process polls a non-blocking "
         "listening socket and every client socket in turn. Fixed: the NameError on a closed client, "
-        "and the 100%% CPU busy loop (an idle pass now sleeps --poll-interval).",
+        "and the 100% CPU busy loop (an idle pass now sleeps --poll-interval).",
     )
     p.add_argument(
         "--poll-interval",
