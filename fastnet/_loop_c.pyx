@@ -382,7 +382,13 @@ cdef int _loop_run_once(object loop, _Core core) except -1:
     debug = loop._debug
     for i in range(ntodo):
         handle = ready.popleft()
-        if handle._cancelled:
+        if type(handle) is Handle:
+            if (<Handle>handle)._cancelled:
+                continue
+            if not debug:
+                (<Handle>handle).run_c()
+                continue
+        elif handle._cancelled:
             continue
         if debug:
             try:
@@ -399,6 +405,7 @@ cdef int _loop_run_once(object loop, _Core core) except -1:
     return 0
 
 
+include "_loop_handle.pxi"
 include "_loop_tcp.pxi"
 include "_loop_udp.pxi"
 
@@ -421,6 +428,22 @@ class Loop(asyncio.SelectorEventLoop):
         core.ready = self._ready
 
     # -- the loop itself -----------------------------------------------------------------------
+    def call_soon(self, callback, *args, context=None):
+        if self._debug:  # asyncio's checks and creation tracebacks
+            return super().call_soon(callback, *args, context=context)
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        handle = _new_handle(callback, args, self, context)
+        (<_Core>self._core).ready.append(handle)
+        return handle
+
+    def _call_soon(self, callback, args, context):
+        if self._debug:
+            return super()._call_soon(callback, args, context)
+        handle = _new_handle(callback, args, self, context)
+        (<_Core>self._core).ready.append(handle)
+        return handle
+
     def _run_once(self):
         _loop_run_once(self, <_Core>self._core)
 

@@ -532,3 +532,20 @@ def test_out_of_scope_features_raise_not_implemented(loop, loop_kind, tmp_path):
 
     messages = run(loop, main())
     assert all("fastnet.Loop does not support" in m for m in messages)
+
+
+def test_call_soon_runs_callbacks_in_their_context(loop):
+    var = contextvars.ContextVar("var", default="default")
+    seen = []
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "explicit")
+    var.set("current")
+    loop.call_soon(lambda: seen.append(var.get()))                      # copy of the current context
+    loop.call_soon(lambda: seen.append(var.get()), context=ctx)         # the given one
+    handle = loop.call_soon(lambda: var.set("changed-in-callback"))     # does not leak out
+    assert handle.get_context().get(var) == "current"
+    assert "lambda" in repr(handle)
+    loop.call_soon(lambda: seen.append(var.get()))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["current", "explicit", "current"]

@@ -1,0 +1,89 @@
+# Compiled callback handles for fastnet.Loop.call_soon (included by _loop_c.pyx).
+#
+# asyncio's Handle is a Python class: building one is a Python __init__ per call_soon, and every
+# task wake-up is a call_soon.  This one has the same attributes and methods (cancel, cancelled,
+# get_context, _run, _callback, _args, _cancelled ...), like uvloop's Handle; in debug mode the loop
+# keeps asyncio's own Handle, for its creation tracebacks.
+
+from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+
+cdef object _format_callback_source = asyncio.format_helpers._format_callback_source
+
+
+@cython.freelist(256)
+@cython.final
+cdef class Handle:
+    cdef public object _callback
+    cdef public object _args
+    cdef public bint _cancelled
+    cdef public object _loop
+    cdef public object _context
+    cdef public object _repr
+    cdef public object _source_traceback
+    cdef object __weakref__
+
+    def __init__(self, callback, args, loop, context=None):
+        if context is None:
+            context = PyContext_CopyCurrent()
+        self._context = context
+        self._loop = loop
+        self._callback = callback
+        self._args = args
+
+    def __repr__(self):
+        if self._repr is not None:
+            return self._repr
+        info = [self.__class__.__name__]
+        if self._cancelled:
+            info.append("cancelled")
+        if self._callback is not None:
+            info.append(_format_callback_source(self._callback, self._args))
+        return "<{}>".format(" ".join(info))
+
+    def cancel(self):
+        if not self._cancelled:
+            self._cancelled = True
+            self._callback = None
+            self._args = None
+
+    def cancelled(self):
+        return self._cancelled
+
+    def get_context(self):
+        return self._context
+
+    def _run(self):
+        self.run_c()
+
+    cdef int run_c(self) except -1:
+        cdef object callback = self._callback
+        cdef object args = self._args
+        cdef object context = self._context
+        PyContext_Enter(context)
+        try:
+            if args:
+                callback(*args)
+            else:
+                callback()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                "message": f"Exception in callback {_format_callback_source(callback, args)}",
+                "exception": exc,
+                "handle": self,
+            })
+        finally:
+            PyContext_Exit(context)
+        return 0
+
+
+cdef inline Handle _new_handle(object callback, tuple args, object loop, object context):
+    cdef Handle h = Handle.__new__(Handle)
+    if context is None:
+        context = PyContext_CopyCurrent()
+    h._context = context
+    h._loop = loop
+    h._callback = callback
+    h._args = args
+    return h
