@@ -11,12 +11,13 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_SetItem
-from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyNumber_Index
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
-from libc.string cimport memchr, memcpy
+from libc.stdio cimport snprintf
+from libc.string cimport memchr
 
 from typing import Union
 
@@ -440,9 +441,18 @@ cdef object _utf8(object value, str what, tftp_str *out):
     return value
 
 
-cdef object _option_value(object value, tftp_str *out):
+cdef object _option_value(object value, tftp_str *out, char *digits):
+    """Like _utf8, for an option value; an exact int is formatted into *digits* (24 bytes)."""
+    cdef int overflow = 0
+    cdef long long v
     if PyUnicode_Check(value):
         return _utf8(value, "option value", out)
+    if PyLong_CheckExact(value):
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow:
+            out.ptr = <const uint8_t *>digits
+            out.len = <size_t>snprintf(digits, 24, "%lld", v)
+            return None
     if isinstance(value, int) and not isinstance(value, bool):
         return _utf8(str(int(value)), "option value", out)
     raise TypeError(f"option value must be str or int, not {type(value).__name__}")
@@ -454,6 +464,7 @@ cdef enum:
 
 cdef bytes _encode_strings(int opcode, object filename, object mode, object options):
     cdef tftp_str strings[_MAX_STRINGS]
+    cdef char digits[_MAX_STRINGS][24]
     cdef size_t n = 0
     cdef char err[TFTP_ERRMSG_SIZE]
     cdef list keep = []
@@ -468,7 +479,7 @@ cdef bytes _encode_strings(int opcode, object filename, object mode, object opti
             if n + 2 > _MAX_STRINGS:
                 break  # one option too many is enough for tftp_check_strings to refuse
             keep.append(_utf8(name, "option name", &strings[n]))
-            keep.append(_option_value(value, &strings[n + 1]))
+            keep.append(_option_value(value, &strings[n + 1], digits[n + 1]))
             n += 2
     if tftp_check_strings(opcode, strings, n, err) < 0:
         raise ValueError((<bytes>err).decode("ascii"))
