@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     try:
         print(catalogue.as_markdown() if args.markdown else catalogue.as_text(), flush=True)
     except BrokenPipeError:
-        sys.stdout = open("/dev/null", "w")  # noqa: SIM115 - quiet interpreter shutdown after `| head`
+        _cli._stdout_gone()
         return 1
     return 0
 

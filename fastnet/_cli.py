@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import socket
 import sys
 import time
@@ -69,9 +70,28 @@ def show(data: bytes) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
+def _stdout_gone() -> None:
+    # the reader went away (``| head``): point fd 1 at /dev/null so that no later flush complains
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # pragma: no cover - stdout without a file descriptor
+        pass
+
+
 def emit(*parts: object) -> None:
-    """Print one line to stdout, flushed (the examples' output is read by people and by tests)."""
-    print(*parts, flush=True)
+    """Print one line to stdout, flushed (the examples' output is read by people and by tests).
+
+    When stdout's reader has gone (a broken pipe) the program ends quietly with status 1: in a
+    thread, a child process or a greenlet, SystemExit ends that one (gevent hands it to the main
+    greenlet).
+    """
+    try:
+        print(*parts, flush=True)
+    except BrokenPipeError:
+        _stdout_gone()
+        raise SystemExit(1) from None
 
 
 def fail(message: str) -> int:
@@ -228,11 +248,7 @@ def run(handler: Callable[[argparse.Namespace], int | None], args: argparse.Name
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # stdout went away (``| head``): nothing more to say
-        try:
-            sys.stdout = open("/dev/null", "w")  # noqa: SIM115 - keep interpreter shutdown quiet
-        except OSError:  # pragma: no cover
-            pass
+        _stdout_gone()
         return 1
     except socket.timeout as exc:
         return fail(f"timed out ({exc})" if str(exc) else "timed out")

@@ -104,3 +104,20 @@ def test_ctrl_c_ends_the_turn_taking_demos_quietly(impl_env):
             proc.wait()
         assert proc.returncode == 130, err
         assert err == b""
+
+
+@pytest.mark.parametrize("argv", [["generators", "--delay", "0"], ["gevent-spawn", "--count", "1000000"]])
+def test_a_closed_stdout_ends_the_demo_quietly(impl_env, argv):
+    # `python -m fastnet.coroutines ... | head -1`: no traceback from the main code or from a greenlet
+    if argv[0].startswith("gevent"):
+        require_module("gevent")
+    proc = subprocess.Popen([sys.executable, "-m", CO, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=impl_env)
+    try:
+        assert proc.stdout.readline()
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1
+    assert err == b""
