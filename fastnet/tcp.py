@@ -66,7 +66,7 @@ def cmd_server(args: argparse.Namespace) -> int:
             _cli.emit(f"connection from {_cli.format_address(addr)}")
             conn.settimeout(deadline.socket_timeout())
             data = conn.recv(RECV_SIZE)
-            _cli.emit(f"接收到的数据为: {_cli.show(data)}")
+            _cli.emit(f"received: {_cli.show(data)}")
             conn.sendall(reply)
     return 0
 
@@ -78,7 +78,7 @@ def cmd_client(args: argparse.Namespace) -> int:
     with _connect(args) as sock:
         sock.sendall(data)
         reply = sock.recv(RECV_SIZE)
-        _cli.emit(f"接收到的数据为: {_cli.show(reply)}")
+        _cli.emit(f"received: {_cli.show(reply)}")
     return 0
 
 
