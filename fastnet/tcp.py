@@ -72,7 +72,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    data = next(_cli.messages(args, prompt="请输入要发送的数据: "), None)
+    data = next(_cli.messages(args, prompt="data to send: "), None)
     if data is None:
         return _cli.fail("nothing to send (give --message or a line on stdin)")
     with _connect(args) as sock:

@@ -53,7 +53,7 @@ def cmd_client(args: argparse.Namespace) -> int:
     address = _cli.connect_address(args)
     with socket.socket(_cli.family_of(args.host), socket.SOCK_DGRAM) as sock:
         sock.settimeout(args.timeout)
-        for data in _cli.messages(args, prompt="请输入要发送的数据: "):
+        for data in _cli.messages(args, prompt="data to send: "):
             sock.sendto(data, address)
             try:
                 reply, sender = sock.recvfrom(RECV_SIZE)
