@@ -219,7 +219,7 @@ def strace_syscalls(server: Server, load, conns: int, size: int, secs: float) ->
     return {
         "requests": result["requests"],
         "io_per_echo": io / n,
-        "epoll_wait_per_echo": counts.get("epoll_wait", 0) / n,
+        "epoll_wait_per_echo": (counts.get("epoll_wait", 0) + counts.get("epoll_pwait", 0)) / n,
         "all_per_echo": sum(counts.values()) / n,
         "io_calls": {k: v for k, v in counts.items() if k in IO_SYSCALLS},
     }

@@ -12,6 +12,9 @@ cdef class _TCPTransport:
     cdef object _sock
     cdef readonly int _sock_fd
     cdef object _protocol
+    cdef object _data_received     # the protocol's bound methods, looked up once
+    cdef object _get_buffer
+    cdef object _buffer_updated
     cdef bint _buffered            # the protocol is an asyncio.BufferedProtocol
     cdef dict _extra
     cdef object _server
@@ -99,6 +102,13 @@ cdef class _TCPTransport:
     def set_protocol(self, protocol):
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._protocol = protocol
+        if self._buffered:
+            self._get_buffer = protocol.get_buffer
+            self._buffer_updated = protocol.buffer_updated
+            self._data_received = None
+        else:
+            self._data_received = protocol.data_received
+            self._get_buffer = self._buffer_updated = None
         self._protocol_connected = True
 
     def get_protocol(self):
@@ -176,7 +186,7 @@ cdef class _TCPTransport:
         for i in range(MAX_READS_PER_EVENT):
             if self._buffered:
                 try:
-                    buf = self._protocol.get_buffer(-1)
+                    buf = self._get_buffer(-1)
                     PyObject_GetBuffer(buf, &pybuf, PyBUF_WRITABLE)
                 except (SystemExit, KeyboardInterrupt):
                     raise
@@ -210,9 +220,9 @@ cdef class _TCPTransport:
                 return 0
             try:
                 if self._buffered:
-                    self._protocol.buffer_updated(n)
+                    self._buffer_updated(n)
                 else:
-                    self._protocol.data_received(PyBytes_FromStringAndSize(rbuf, n))
+                    self._data_received(PyBytes_FromStringAndSize(rbuf, n))
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
@@ -251,7 +261,7 @@ cdef class _TCPTransport:
         cdef ssize_t n
         cdef Py_ssize_t size
         cdef int err
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if not PyBytes_CheckExact(data) and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
@@ -262,7 +272,23 @@ cdef class _TCPTransport:
                 logger.warning("socket.send() raised exception.")
             self._conn_lost += 1
             return
-        if self._buffer_size == 0:
+        if self._buffer_size == 0 and PyBytes_CheckExact(data):
+            # nothing queued: straight from the caller's bytes
+            size = PyBytes_GET_SIZE(data)
+            n = send(self._sock_fd, PyBytes_AS_STRING(data), size, MSG_NOSIGNAL)
+            if n == size:
+                return
+            if n < 0:
+                err = errno
+                if err == EAGAIN or err == EINTR:
+                    n = 0
+                else:
+                    self._fatal_error(_oserror(err), "Fatal write error on socket transport")
+                    return
+            self._buffer.append(data)   # immutable: the caller's object and an offset, no copy
+            self._buffer_offset = n
+            self._buffer_size = size - n
+        elif self._buffer_size == 0:
             # nothing queued: straight from the caller's buffer
             PyObject_GetBuffer(data, &pybuf, PyBUF_SIMPLE)
             size = pybuf.len
@@ -278,13 +304,8 @@ cdef class _TCPTransport:
                     PyBuffer_Release(&pybuf)
                     self._fatal_error(_oserror(err), "Fatal write error on socket transport")
                     return
-            if PyBytes_CheckExact(data):
-                # immutable: keep the caller's object and an offset, no copy
-                self._buffer.append(data)
-                self._buffer_offset = n
-            else:
-                self._buffer.append(PyBytes_FromStringAndSize(<char *>pybuf.buf + n, size - n))
-                self._buffer_offset = 0
+            self._buffer.append(PyBytes_FromStringAndSize(<char *>pybuf.buf + n, size - n))
+            self._buffer_offset = 0
             self._buffer_size = size - n
             PyBuffer_Release(&pybuf)
         else:
