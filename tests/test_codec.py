@@ -575,6 +575,148 @@ def test_compiled_and_twin_encode_agree(block, payload, filename, opts, data):
 
 
 # --------------------------------------------------------------------------------------------
+# real peers: tftpd-hpa serves our requests; tftp-hpa, atftp and busybox clients send requests we
+# decode and understand the ERROR packets we encode
+
+
+@pytest.fixture
+def tftpd():
+    """in.tftpd (tftpd-hpa) serving a fresh directory on a loopback port: (address, directory)."""
+    import socket
+    import tempfile
+    import time
+
+    from conftest import free_port, require_tool
+
+    exe = require_tool("in.tftpd")
+    root = tempfile.mkdtemp(prefix="fastnet-codec-")
+    os.chmod(root, 0o755)  # tftpd drops to the tftp user
+    port = free_port(socket.SOCK_DGRAM)
+    proc = subprocess.Popen([exe, "-L", "-a", f"127.0.0.1:{port}", "-s", root], stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()
+        yield ("127.0.0.1", port), root
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stderr.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _udp():
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+    return sock
+
+
+def _fetch(sock, server, request, blksize):
+    """Run one download with our packets; return (first reply, payload bytes)."""
+    sock.sendto(request, server)
+    reply, peer = sock.recvfrom(70000)
+    first = codec.decode(reply)
+    if type(first) is codec.Error:
+        return first, b""
+    chunks = []
+    packet = first
+    if type(packet) is codec.OptionAck:
+        sock.sendto(codec.encode_ack(0), peer)
+        packet = codec.decode(sock.recvfrom(70000)[0])
+    for _ in range(1000):  # bounded: the test files are small
+        assert type(packet) is codec.Data, packet
+        assert packet.block == len(chunks) + 1
+        chunks.append(packet.payload)
+        sock.sendto(codec.encode_ack(packet.block), peer)
+        if len(packet.payload) < blksize:
+            break
+        packet = codec.decode(sock.recvfrom(70000)[0])
+    return first, b"".join(chunks)
+
+
+@pytest.mark.peers
+def test_tftpd_hpa_serves_our_requests_and_we_decode_its_replies(tftpd):
+    server, root = tftpd
+    content = os.urandom(3000)
+    with open(os.path.join(root, "f.bin"), "wb") as f:
+        f.write(content)
+    os.chmod(os.path.join(root, "f.bin"), 0o644)
+    with _udp() as sock:
+        first, got = _fetch(sock, server, codec.encode_rrq("f.bin", options={"blksize": 1024, "tsize": 0}), 1024)
+        assert first == codec.OptionAck({"blksize": "1024", "tsize": "3000"})
+        assert got == content
+        first, got = _fetch(sock, server, codec.encode_rrq("f.bin"), 512)
+        assert first == codec.Data(1, content[:512]) and got == content
+        first, _ = _fetch(sock, server, codec.encode_rrq("missing.bin"), 512)
+        assert type(first) is codec.Error and first.code is codec.ErrorCode.FILE_NOT_FOUND
+
+
+@pytest.mark.peers
+def test_tftpd_hpa_netascii_download_decodes_to_the_original_text(tftpd):
+    server, root = tftpd
+    text = b"first line\nsecond\rline\n" * 40 + b"no newline at the end"
+    with open(os.path.join(root, "t.txt"), "wb") as f:
+        f.write(text)
+    os.chmod(os.path.join(root, "t.txt"), 0o644)
+    with _udp() as sock:
+        _, wire = _fetch(sock, server, codec.encode_rrq("t.txt", "netascii"), 512)
+    assert wire == codec.to_netascii(text)
+    decoder = codec.NetasciiDecoder()
+    blocks = [wire[i : i + 512] for i in range(0, len(wire), 512)]
+    assert b"".join(decoder.feed(b) for b in blocks) + decoder.flush() == text
+
+
+CLIENTS = {
+    "tftp-hpa": (
+        ("tftp",),
+        lambda exe, port, out: [exe, "-m", "netascii", "127.0.0.1", str(port), "-c", "get", "dir/caf\u00e9.txt", out],
+        codec.ReadRequest("dir/caf\u00e9.txt", "netascii", {}),
+        "Error code 2: go away",
+    ),
+    "atftp": (
+        ("atftp",),
+        lambda exe, port, out: [exe, "--option", "blksize 1024", "--option", "tsize 0", "--get", "-r", "x.bin", "-l", out, "127.0.0.1", str(port)],
+        codec.ReadRequest("x.bin", "octet", {"tsize": "0", "blksize": "1024"}),
+        "<go away>",
+    ),
+    "busybox": (
+        ("busybox",),
+        lambda exe, port, out: [exe, "tftp", "-g", "-b", "1428", "-r", "bb.bin", "-l", out, "127.0.0.1", str(port)],
+        codec.ReadRequest("bb.bin", "octet", {"blksize": "1428", "tsize": "0"}),
+        "(2) go away",
+    ),
+}
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_real_clients_requests_decode_and_they_understand_our_error(client, tmp_path):
+    from conftest import require_tool
+
+    tools, argv, expected, shown = CLIENTS[client]
+    exe = require_tool(*tools)
+    with _udp() as sock:
+        port = sock.getsockname()[1]
+        proc = subprocess.Popen(
+            argv(exe, port, str(tmp_path / "out")), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path
+        )
+        try:
+            data, peer = sock.recvfrom(2048)
+            request = codec.decode(data)
+            assert request == expected
+            sock.sendto(codec.encode_error(codec.ErrorCode.ACCESS_VIOLATION, "go away"), peer)
+            output, _ = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            proc.stdout.close()
+    assert shown in output.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------------------------
 # the C core alone, under AddressSanitizer and UBSan
 
 
