@@ -80,13 +80,14 @@ def free_space(directory: str) -> int:
 class BlockSource:
     """DATA payloads of a file, block by block (``block(k)``), read ahead in large chunks."""
 
-    __slots__ = ("_read", "_blksize", "_buf", "_view", "_first", "_keep", "_eof", "_encoder", "_chunk", "bytes_read")
+    __slots__ = ("_read", "_blksize", "_buf", "_view", "_have", "_first", "_keep", "_eof", "_encoder", "_chunk", "bytes_read")
 
     def __init__(self, fileobj: BinaryIO, blksize: int, *, netascii: bool = False, chunk: int = _READ_CHUNK) -> None:
         self._read = fileobj.read
         self._blksize = blksize
         self._buf = b""
         self._view = memoryview(b"")
+        self._have = 0  # len(self._buf)
         self._first = 1  # block number of the first byte of _buf
         self._keep = 1  # blocks before this one are never asked for again
         self._eof = False
@@ -100,13 +101,14 @@ class BlockSource:
 
     def block(self, k: int) -> memoryview:
         """The payload of block *k* (shorter than blksize for the last block, maybe empty)."""
-        bs = self._blksize
-        start = (k - self._first) * bs
-        end = start + bs
-        if end > len(self._buf) and not self._eof:
+        start = (k - self._first) * self._blksize
+        end = start + self._blksize
+        if end <= self._have:
+            return self._view[start:end]
+        if not self._eof:
             self._fill(end)
-            start = (k - self._first) * bs
-            end = start + bs
+            start = (k - self._first) * self._blksize
+            end = start + self._blksize
         return self._view[start:end]
 
     def _fill(self, end: int) -> None:
@@ -134,6 +136,7 @@ class BlockSource:
         self._view.release()
         self._buf = buf = b"".join(parts)
         self._view = memoryview(buf)
+        self._have = len(buf)
 
 
 class BlockSink:

@@ -169,7 +169,8 @@ class _Session(asyncio.DatagramProtocol):
         self._started = self._clock()
         self._timeout = server.timeout
         self._wait = server.timeout
-        self._deadline = 0.0
+        self._moves = 0  # bumped on every step forward; the timer looks at it
+        self._seen_moves = 0
         self._tries = 0
         self._retries = server.retries
         self._decode = codec.decode
@@ -202,15 +203,22 @@ class _Session(asyncio.DatagramProtocol):
         self._arm()
 
     def _arm(self) -> None:
-        self._deadline = self._clock() + self._wait
-        self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        self._seen_moves = self._moves
+        self._timer = self._loop.call_at(self._clock() + self._wait, self._on_timer)
 
     def _on_timer(self) -> None:
+        # The per-packet path only bumps self._moves (no clock read, no timer re-arming): when the
+        # timer fires after progress, it simply waits another period from now.  A stall is thus
+        # noticed between one and two periods after the last progress.
         if self.done:
             return
         now = self._clock()
-        if now < self._deadline:
-            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        if self._moves != self._seen_moves:
+            self._seen_moves = self._moves
+            if self._tries:
+                self._tries = 0
+                self._wait = self._timeout
+            self._timer = self._loop.call_at(now + self._wait, self._on_timer)
             return
         self._tries += 1
         if self._tries > self._retries:
@@ -223,14 +231,7 @@ class _Session(asyncio.DatagramProtocol):
             log.exception("tftp: retransmission to %s failed", _fmt_peer(self._peer))
             self.finish(f"internal error: {exc}", 0, "internal error")
             return
-        self._deadline = now + self._wait
-        self._timer = self._loop.call_at(self._deadline, self._on_timer)
-
-    def _progress(self) -> None:
-        if self._tries:
-            self._tries = 0
-            self._wait = self._timeout
-        self._deadline = self._clock() + self._wait
+        self._timer = self._loop.call_at(now + self._wait, self._on_timer)
 
     def _foreign(self, data: bytes, addr: tuple) -> None:
         # RFC 1350: a packet from an unknown TID gets ERROR 5; the transfer goes on untouched
@@ -314,6 +315,7 @@ class _ReadSession(_Session):
         self._Ack = codec.Ack
         self._blksize = blksize
         self._window = window
+        self._lockstep = window == 1
         self._timeout = self._wait = timeout
         self._oack = oack
         self._base = 1
@@ -371,11 +373,27 @@ class _ReadSession(_Session):
                 self._peer_error(data)
                 return
             base = self._base
+            if self._lockstep and packet.block == (base & 0xFFFF) and self._oack is None:
+                # the per-packet path of a lockstep transfer: the ACK of the block just sent
+                if base == self._last:
+                    self.stats.blocks = base
+                    self.finish("ok")
+                    return
+                base += 1
+                self._base = self._sent_hi = base
+                self._moves += 1
+                source = self._source
+                source._keep = base
+                payload = source.block(base)
+                self._raw_sendto(self._encode_data(base & 0xFFFF, payload), self._peer)
+                if len(payload) < self._blksize:
+                    self._last = base
+                return
             delta = (packet.block - base + 1) & 0xFFFF
             if self._oack is not None:
                 if packet.block == 0:
                     self._oack = None
-                    self._progress()
+                    self._moves += 1
                     self._send_window()
                 return
             if 0 < delta <= self._sent_hi - base + 1:
@@ -388,10 +406,7 @@ class _ReadSession(_Session):
                     return
                 self._source.release(base)
                 self._dup_resent = False
-                if self._tries:
-                    self._tries = 0
-                    self._wait = self._timeout
-                self._deadline = self._clock() + self._wait
+                self._moves += 1
                 self._send_window()
             elif delta == 0 and self._window > 1 and not self._dup_resent:
                 # RFC 7440: the client saw a gap at the window's first block; resend it once
@@ -429,6 +444,7 @@ class _WriteSession(_Session):
         self._gap_acked = False
         self._last_sent = codec.encode_ack(0)
         self._Data = codec.Data
+        self._encode_ack = codec.encode_ack
         self._committed = False
 
     def begin(self) -> None:
@@ -479,12 +495,9 @@ class _WriteSession(_Session):
                 self._in_window += 1
                 if self._in_window >= self._window:
                     self._in_window = 0
-                    self._last_sent = ack = codec.encode_ack(block)
+                    self._last_sent = ack = self._encode_ack(block)
                     self._send(ack)
-                    if self._tries:
-                        self._tries = 0
-                        self._wait = self._timeout
-                    self._deadline = self._clock() + self._wait
+                    self._moves += 1
             elif self._window == 1:
                 if expected > 1 and block == ((expected - 1) & 0xFFFF):
                     self._send(self._last_sent)  # our ACK was lost: ACK again
