@@ -119,14 +119,10 @@ DUAL_MODULES = ("fastnet.tftp.codec", "fastnet.loop", "fastnet.relay", "fastnet.
 
 def overall() -> str:
     """``"c"`` when every dual module runs compiled code, else ``"python"``."""
+    for name in DUAL_MODULES:
+        importlib.import_module(name)
     if _mode == "python":
         return "python"
-    for name in DUAL_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
     return "c" if all(impl == "c" for impl in implementations().values()) else "python"
 
 
