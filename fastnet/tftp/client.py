@@ -234,7 +234,8 @@ def download(
     if windowsize is not None:
         # never ask for a window the kernel cannot queue at once: a burst larger than the
         # receive buffer is a certain loss on every window
-        fits = max(1, channel.rcvbuf() // ((blksize or codec.DEFAULT_BLKSIZE) + 512))
+        # (the kernel charges a datagram about twice its size against the buffer)
+        fits = max(1, channel.rcvbuf() // (2 * (blksize or codec.DEFAULT_BLKSIZE) + 1024))
         options["windowsize"] = min(windowsize, fits)
     stats = TransferStats(filename=remote, direction="download", peer=channel.server)
     try:

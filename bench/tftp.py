@@ -1,0 +1,298 @@
+"""TFTP benchmark: fastnet's server and client against tftpd-hpa, tftpy and curl on loopback.
+
+    python bench/tftp.py                 # 64 MiB file, 3 runs per pair (median), both CPU placements
+    python bench/tftp.py --size 8 --runs 1   # a quick look
+
+Every pair runs in one invocation under the same CPU placement, twice: server and client pinned
+to one core (``taskset -c 0`` for both), then to two separate cores (server on 0, client on 1).
+
+Throughput is the file size over the client's own transfer time (curl's ``%{time_total}``, the
+fastnet client's ``stats.seconds``: request to last ACK, process start-up excluded for both).
+Server CPU is user+sys time per MiB read from ``/proc/<pid>/stat`` before and after each run
+(tftpd-hpa forks a child per transfer: its children's reaped times count too).
+
+tftpy is slow: its runs use a smaller file (``--tftpy-size``, 8 MiB by default) and the table says
+so; MiB/s and CPU per MiB are rates, so they are comparable, but not measured on the same size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+TICKS = os.sysconf("SC_CLK_TCK")
+MiB = 1 << 20
+
+FASTNET_CLIENT = r"""
+import os, sys
+from fastnet.tftp import client
+class Null:
+    def write(self, b): return len(b)
+    def flush(self): pass
+host, port, name, blksize, window = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+s = client.download(host, name, Null(), port=port, blksize=blksize, windowsize=window if window > 1 else None,
+                    timeout=1.0, retries=8)
+print(f"{s.seconds:.6f} {s.bytes} {s.retransmissions} {s.options.get('windowsize', 1)}")
+sys.stdout.flush()
+os._exit(0)  # skip the final dally (it does not count, but it would slow the benchmark down)
+"""
+
+TFTPY_SERVER = r"""
+import logging, sys, tftpy
+logging.getLogger("tftpy").setLevel(logging.ERROR)
+tftpy.TftpServer(sys.argv[1]).listen("127.0.0.1", int(sys.argv[2]), 2)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime=14, stime=15, cutime=16, cstime=17
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICKS
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port: int, seconds: float = 10) -> None:
+    from fastnet.tftp import codec
+
+    deadline = time.monotonic() + seconds
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        while time.monotonic() < deadline:
+            s.sendto(codec.encode_rrq("bench-readiness-probe.missing"), ("127.0.0.1", port))
+            try:
+                s.recvfrom(1024)
+                return
+            except OSError:
+                continue
+    raise RuntimeError(f"server on port {port} did not come up")
+
+
+class Server:
+    def __init__(self, kind: str, root: str, cpu: str) -> None:
+        self.kind = kind
+        self.port = free_udp_port()
+        if kind == "fastnet":
+            args = [sys.executable, "-m", "fastnet.tftp", "serve", root, "--port", str(self.port), "--quiet"]
+        elif kind == "tftpd-hpa":
+            args = [shutil.which("in.tftpd") or "/usr/sbin/in.tftpd", "-L", "-s", root, "-a", f"127.0.0.1:{self.port}"]
+            if os.geteuid() == 0:
+                args += ["-u", "root"]
+        elif kind == "tftpy":
+            args = [sys.executable, "-c", TFTPY_SERVER, root, str(self.port)]
+        else:
+            raise ValueError(kind)
+        self.proc = subprocess.Popen(["taskset", "-c", cpu, *args], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_ready(self.port)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def run_client(kind: str, port: int, name: str, blksize: int, window: int, cpu: str, size: int) -> float:
+    """Seconds the transfer took, as the client measured it."""
+    if kind == "curl":
+        args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{size_download}",
+                "--tftp-blksize", str(blksize), f"tftp://127.0.0.1:{port}/{name}"]
+    else:
+        args = [sys.executable, "-c", FASTNET_CLIENT, "127.0.0.1", str(port), name, str(blksize), str(window)]
+    r = subprocess.run(["taskset", "-c", cpu, *args], capture_output=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"{kind} failed: {r.stderr.decode().strip()}")
+    parts = r.stdout.split()
+    seconds, got = float(parts[0]), int(float(parts[1]))
+    if got != size:
+        raise RuntimeError(f"{kind} got {got} bytes of {size}")
+    return seconds
+
+
+class ChildSampler(threading.Thread):
+    """CPU seconds of a server's child processes, sampled every 20 ms while they live.
+
+    tftpd-hpa forks a child per transfer and lets the kernel reap it (SIGCHLD ignored), so the
+    child's time never reaches the parent's cutime/cstime: it is read from /proc while it runs
+    (the last < 20 ms of a child's life are missed: a small undercount, in tftpd-hpa's favour).
+    """
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            try:
+                with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            for child in children:
+                try:
+                    self.seen[child] = cpu_seconds(child)
+                except (OSError, ValueError, IndexError):
+                    pass
+
+    def total(self) -> float:
+        self.stop.set()
+        self.join()
+        return sum(self.seen.values())
+
+
+def measure(server: Server, client: str, name: str, size: int, blksize: int, window: int, cpu: str, runs: int):
+    rates, cpus = [], []
+    for _ in range(runs):
+        sampler = ChildSampler(server.proc.pid) if server.kind == "tftpd-hpa" else None
+        if sampler is not None:
+            sampler.start()
+        before = server.cpu()
+        seconds = run_client(client, server.port, name, blksize, window, cpu, size)
+        after = server.cpu() + (sampler.total() if sampler is not None else 0.0)
+        rates.append(size / MiB / seconds)
+        cpus.append((after - before) * 1000 / (size / MiB))
+    return statistics.median(rates), statistics.median(cpus)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=float, default=64, help="file size in MiB (default 64)")
+    parser.add_argument("--tftpy-size", type=float, default=8, help="file size for tftpy's slow runs, MiB (default 8)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per pair; the median is reported (default 3)")
+    parser.add_argument("--placements", default="one,two", help="'one', 'two' or 'one,two' (default)")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, REPO)
+    from fastnet import loop as _loop
+    from fastnet.tftp import codec
+
+    for tool in ("taskset", "curl", "in.tftpd"):
+        if not (shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}")):
+            print(f"bench/tftp.py: {tool} is required", file=sys.stderr)
+            return 1
+    try:
+        import tftpy  # noqa: F401
+
+        have_tftpy = True
+    except ImportError:
+        have_tftpy = False
+
+    size = int(args.size * MiB)
+    small = min(size, int(args.tftpy_size * MiB))
+    ncpu = os.cpu_count() or 1
+    placements = []
+    for p in args.placements.split(","):
+        if p == "one":
+            placements.append(("one core (server and client on CPU 0)", "0", "0"))
+        elif p == "two" and ncpu >= 2:
+            placements.append(("two cores (server on CPU 0, client on CPU 1)", "0", "1"))
+
+    print(f"# TFTP benchmark: {args.size:g} MiB file on loopback, median of {args.runs} run(s)")
+    print(f"# {platform.node()}: {platform.processor() or platform.machine()}, {ncpu} CPUs, "
+          f"Linux {platform.release()}, Python {platform.python_version()}")
+    print(f"# fastnet implementation: loop={_loop.IMPLEMENTATION}, codec={codec.IMPLEMENTATION}")
+    print(f"# tftpy runs use a {small / MiB:g} MiB file" if have_tftpy else "# tftpy not installed: skipped")
+    print("# py3tftp, fbtftp: not installed, skipped")
+
+    all_met = True
+    with tempfile.TemporaryDirectory(prefix="fastnet-bench-") as root:
+        with open(os.path.join(root, "big.bin"), "wb") as f:
+            chunk = os.urandom(MiB)
+            for _ in range(size // MiB):
+                f.write(chunk)
+            f.write(chunk[: size % MiB])
+        with open(os.path.join(root, "small.bin"), "wb") as f:
+            with open(os.path.join(root, "big.bin"), "rb") as src:
+                f.write(src.read(small))
+
+        for title, scpu, ccpu in placements:
+            print()
+            print(f"## {title}")
+            results: dict[tuple, tuple[float, float]] = {}
+            servers = {"fastnet": Server("fastnet", root, scpu), "tftpd-hpa": Server("tftpd-hpa", root, scpu)}
+            if have_tftpy:
+                servers["tftpy"] = Server("tftpy", root, scpu)
+            try:
+                print()
+                print("| server | client | blksize | windowsize | MiB/s | server CPU ms/MiB |")
+                print("|---|---|---:|---:|---:|---:|")
+
+                def row(server_kind, client_kind, blksize, window):
+                    server = servers[server_kind]
+                    name, n = ("small.bin", small) if server_kind == "tftpy" else ("big.bin", size)
+                    rate, cpu = measure(server, client_kind, name, n, blksize, window, ccpu, args.runs)
+                    results[(server_kind, client_kind, blksize, window)] = (rate, cpu)
+                    note = f" ({n / MiB:g} MiB)" if n != size else ""
+                    print(f"| {server_kind}{note} | {client_kind} | {blksize} | {window} | {rate:.1f} | {cpu:.2f} |",
+                          flush=True)
+
+                for blksize in (512, 1468, 8192, 65464):
+                    for kind in servers:
+                        row(kind, "curl", blksize, 1)
+                for blksize in (1468, 65464):
+                    for window in (1, 16, 64):
+                        row("fastnet", "fastnet", blksize, window)
+                for blksize in (512, 1468):
+                    row("tftpd-hpa", "fastnet", blksize, 1)
+            finally:
+                for server in servers.values():
+                    server.stop()
+
+            print()
+
+            def check(label: str, ok: bool) -> None:
+                nonlocal all_met
+                all_met &= ok
+                print(f"- {'met' if ok else 'NOT met'}: {label}")
+
+            for blksize in (512, 1468, 8192, 65464):
+                f, h = results[("fastnet", "curl", blksize, 1)][0], results[("tftpd-hpa", "curl", blksize, 1)][0]
+                check(f"fastnet server >= tftpd-hpa, curl, blksize {blksize}: {f:.1f} vs {h:.1f} MiB/s ({f / h:.2f}x)",
+                      f >= h)
+            for blksize, factor in ((1468, 5), (65464, 2)):
+                h = results[("tftpd-hpa", "curl", blksize, 1)][0]
+                for window in (16, 64):
+                    f = results[("fastnet", "fastnet", blksize, window)][0]
+                    check(f"fastnet windowsize {window} >= {factor}x tftpd-hpa lockstep at blksize {blksize}: "
+                          f"{f:.1f} vs {h:.1f} MiB/s ({f / h:.2f}x)", f >= factor * h)
+            if have_tftpy:
+                for blksize in (512, 1468, 8192, 65464):
+                    f, t = results[("fastnet", "curl", blksize, 1)][0], results[("tftpy", "curl", blksize, 1)][0]
+                    check(f"fastnet server >= 5x tftpy, curl, blksize {blksize}: {f:.1f} vs {t:.1f} MiB/s "
+                          f"({f / t:.1f}x)", f >= 5 * t)
+            for blksize in (512, 1468):
+                f, c = results[("tftpd-hpa", "fastnet", blksize, 1)][0], results[("tftpd-hpa", "curl", blksize, 1)][0]
+                check(f"fastnet client >= curl against tftpd-hpa, blksize {blksize}: {f:.1f} vs {c:.1f} MiB/s "
+                      f"({f / c:.2f}x)", f >= c)
+    print()
+    print("all targets met" if all_met else "some targets NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
