@@ -119,7 +119,7 @@ class BlockSource:
             buf = buf[drop:]
             self._first = self._keep
             end -= drop
-        parts = [buf]
+        parts = [buf] if buf else []
         have = len(buf)
         while have < end and not self._eof:
             data = self._read(self._chunk)
@@ -131,10 +131,12 @@ class BlockSource:
                 self.bytes_read += len(data)
                 if self._encoder is not None:
                     data = self._encoder.feed(data)
-            parts.append(data)
-            have += len(data)
+            if data:
+                parts.append(data)
+                have += len(data)
         self._view.release()
-        self._buf = buf = b"".join(parts)
+        # a single part is used as it is: no copy of a large read
+        self._buf = buf = parts[0] if len(parts) == 1 else b"".join(parts)
         self._view = memoryview(buf)
         self._have = len(buf)
 

@@ -316,6 +316,10 @@ class _ReadSession(_Session):
         self._blksize = blksize
         self._window = window
         self._lockstep = window == 1
+        # big blocks go out with sendmsg(header, payload): the kernel gathers them, which saves
+        # copying the payload into a new DATA packet (cheaper than sendto from about 8 KiB on)
+        self._gather = blksize >= 8192
+        self._raw_sendmsg = sock.sendmsg
         self._timeout = self._wait = timeout
         self._oack = oack
         self._base = 1
@@ -340,6 +344,8 @@ class _ReadSession(_Session):
         block = self._block
         encode = self._encode_data
         send = self._raw_sendto
+        sendmsg = self._raw_sendmsg
+        gather = self._gather
         peer = self._peer
         bs = self._blksize
         k = base = self._base
@@ -347,7 +353,10 @@ class _ReadSession(_Session):
         try:
             while k < end:
                 payload = block(k)
-                send(encode(k & 0xFFFF, payload), peer)
+                if gather:
+                    sendmsg((encode(k & 0xFFFF, b""), payload), (), 0, peer)
+                else:
+                    send(encode(k & 0xFFFF, payload), peer)
                 if len(payload) < bs:
                     self._last = k
                     break
@@ -385,7 +394,10 @@ class _ReadSession(_Session):
                 source = self._source
                 source._keep = base
                 payload = source.block(base)
-                self._raw_sendto(self._encode_data(base & 0xFFFF, payload), self._peer)
+                if self._gather:
+                    self._raw_sendmsg((self._encode_data(base & 0xFFFF, b""), payload), (), 0, self._peer)
+                else:
+                    self._raw_sendto(self._encode_data(base & 0xFFFF, payload), self._peer)
                 if len(payload) < self._blksize:
                     self._last = base
                 return
