@@ -512,6 +512,13 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
         }
     }
     st.alive = n;
+    if (cfg->wake_fd >= 0) {
+        struct epoll_event wev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
+        if (epoll_ctl(st.ep, EPOLL_CTL_ADD, cfg->wake_fd, &wev) < 0) {
+            set_error(res, errno, "epoll_ctl");
+            goto out;
+        }
+    }
 
     uint64_t start = now_ns();
     uint64_t deadline = start + (uint64_t)(cfg->secs * 1e9);
@@ -547,8 +554,13 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
             set_error(res, errno, "epoll_wait");
             goto out;
         }
+        int woken = 0;
         for (int e = 0; e < got; e++) {
             uint32_t index = events[e].data.u32;
+            if (index == UINT32_MAX) {
+                woken = 1;
+                continue;
+            }
             lg_conn *c = &st.conns[index];
             if (c->fd < 0)
                 continue;
@@ -561,6 +573,8 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
             else if ((events[e].events & EPOLLOUT) && c->fd >= 0)
                 tcp_pump_send(&st, c, index);
         }
+        if (woken)
+            break;
     }
     res->elapsed = (double)(now_ns() - start) / 1e9;
     rc = 0;

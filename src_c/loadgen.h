@@ -33,6 +33,7 @@ typedef struct lg_config {
     int pipeline;
     double udp_timeout;    /* seconds before an unanswered datagram counts as lost */
     volatile int *stop;    /* optional: set non-zero from elsewhere to end the run early */
+    int wake_fd;           /* optional (-1): readable ends the run early, e.g. Python's signal wakeup fd */
 } lg_config;
 
 typedef struct lg_result {

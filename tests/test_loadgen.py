@@ -265,3 +265,29 @@ def test_cli_refused_is_one_line_error(impl_env):
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "refused" in out.stderr.lower()
     assert "Traceback" not in out.stderr
+
+
+def test_cli_ctrl_c_ends_a_long_run(server_factory, impl_env):
+    import select
+    import signal
+
+    srv = server_factory()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastnet.bench", "echo", "--port", str(srv.port), "--secs", "120"],
+        env=impl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # wait until the load runs (the server saw its first bytes)
+        deadline = 100
+        while not srv.first_chunks and deadline:
+            select.select([], [], [], 0.05)
+            deadline -= 1
+        assert srv.first_chunks
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)  # far less than the 120 s asked for
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
+    assert "Traceback" not in err

@@ -5,6 +5,10 @@ from libc.stdint cimport uint64_t
 from libc.stddef cimport size_t
 
 
+import os
+import signal
+import threading
+
 from fastnet.bench._loadgen_py import _resolve, _summarize, check_params
 
 __all__ = ["run_echo", "IMPLEMENTATION_NAME"]
@@ -24,6 +28,7 @@ cdef extern from "loadgen.h" nogil:
         int pipeline
         double udp_timeout
         volatile int *stop
+        int wake_fd
 
     ctypedef struct lg_result:
         uint64_t requests
@@ -67,8 +72,31 @@ def run_echo(host, port, *, conns=1, size=1024, secs=5.0, udp=False, pipeline=1,
     cfg.pipeline = int(pipeline)
     cfg.udp_timeout = float(udp_timeout)
     cfg.stop = NULL
-    with nogil:
-        rc = lg_run_echo(&cfg, &res)
+    cfg.wake_fd = -1
+    # In the main thread, Ctrl-C must end a long run: Python's C-level signal handler writes to
+    # the wakeup fd, which the C loop watches; the KeyboardInterrupt is raised once we return.
+    wake_r = wake_w = -1
+    previous_fd = None
+    if threading.current_thread() is threading.main_thread():
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        cfg.wake_fd = wake_r
+    try:
+        with nogil:
+            rc = lg_run_echo(&cfg, &res)
+    finally:
+        if previous_fd is not None:
+            signal.set_wakeup_fd(previous_fd)
+            if previous_fd >= 0:
+                # pass the signal bytes on to whoever was watching before
+                try:
+                    data = os.read(wake_r, 1024)
+                    if data:
+                        os.write(previous_fd, data)
+                except OSError:
+                    pass
+            os.close(wake_r)
+            os.close(wake_w)
     if rc != 0:
         message = res.errmsg.decode("utf-8", "replace")
         if res.err == 111:  # ECONNREFUSED
