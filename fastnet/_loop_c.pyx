@@ -45,6 +45,7 @@ __all__ = ["Loop", "EventLoopPolicy", "new_event_loop", "install", "run"]
 
 logger = logging.getLogger("asyncio")  # asyncio's logger: same messages, same place as asyncio
 
+cdef object _Future = asyncio.Future
 cdef object _heappop = heapq.heappop
 cdef object _heapify = heapq.heapify
 cdef object _OSError = OSError
@@ -176,6 +177,7 @@ cdef class _Core:
         cdef object entry = self.fds.get(fd)
         cdef _FdEntry e
         cdef object old
+        cdef uint32_t mask
         cdef bint known = entry is not None
         if type(entry) is not _FdEntry:
             e = _FdEntry()
@@ -201,6 +203,7 @@ cdef class _Core:
         cdef object entry = self.fds.get(fd)
         cdef _FdEntry e
         cdef object old
+        cdef uint32_t mask
         if type(entry) is not _FdEntry:
             return None
         e = <_FdEntry>entry
@@ -273,39 +276,63 @@ cdef class _Core:
                 err = errno
         if n < 0:
             if err == EINTR:
-                # a signal: let Python run its handler (asyncio.Runner's SIGINT handler, ...)
-                if PyErr_CheckSignals() < 0:
-                    raise
+                # a signal: let Python run its handler now (asyncio.Runner's SIGINT handler ...);
+                # an exception it raises (KeyboardInterrupt) propagates from here
+                PyErr_CheckSignals()
                 return 0
             raise _oserror(err)
-        for i in range(n):
-            fd = events[i].data.fd
-            ev = events[i].events
-            entry = self.fds.get(fd)
-            if entry is None:
-                if fd == self.efd:
-                    read(self.efd, &counter, 8)
-                continue
-            if type(entry) is _TCPTransport:
-                (<_TCPTransport>entry)._on_events(ev)
-            elif type(entry) is _UDPTransport:
-                (<_UDPTransport>entry)._on_events(ev)
-            else:
-                e = <_FdEntry>entry
-                if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and e.reader is not None:
-                    if e.reader._cancelled:
-                        self.clear_handler(fd, False)
-                    else:
-                        self.ready.append(e.reader)
-                if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP) and e.writer is not None:
-                    if e.writer._cancelled:
-                        self.clear_handler(fd, True)
-                    else:
-                        self.ready.append(e.writer)
+        i = 0
+        try:
+            while i < n:
+                fd = events[i].data.fd
+                ev = events[i].events
+                i += 1
+                entry = self.fds.get(fd)
+                if entry is None:
+                    if fd == self.efd:
+                        read(self.efd, &counter, 8)
+                    continue
+                if type(entry) is _TCPTransport:
+                    (<_TCPTransport>entry)._on_events(ev)
+                elif type(entry) is _UDPTransport:
+                    (<_UDPTransport>entry)._on_events(ev)
+                else:
+                    e = <_FdEntry>entry
+                    if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and e.reader is not None:
+                        if e.reader._cancelled:
+                            self.clear_handler(fd, False)
+                        else:
+                            self.ready.append(e.reader)
+                    if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP) and e.writer is not None:
+                        if e.writer._cancelled:
+                            self.clear_handler(fd, True)
+                        else:
+                            self.ready.append(e.writer)
+        except BaseException:
+            # KeyboardInterrupt from a protocol, say: edges already taken from epoll for the
+            # rest of this batch would never come again, so keep them as pending work
+            while i < n:
+                self._defer(events[i].data.fd, events[i].events)
+                i += 1
+            raise
         return n
 
+    cdef void _defer(self, int fd, uint32_t ev) noexcept:
+        entry = self.fds.get(fd)
+        try:
+            if type(entry) is _TCPTransport:
+                (<_TCPTransport>entry)._defer_events(ev)
+            elif type(entry) is _UDPTransport:
+                (<_UDPTransport>entry)._defer_events(ev)
+        except BaseException:
+            pass
+
     def close(self):
-        """Release every fd this loop still holds: live transports' sockets, epoll, eventfd."""
+        """Release every fd this loop still holds: live transports' sockets and epoll.
+
+        The eventfd stays open until the loop object is freed: another thread may be calling
+        call_soon_threadsafe() right now, and must not write into a reused descriptor.
+        """
         if self.closed:
             return
         self.closed = True
@@ -318,9 +345,6 @@ cdef class _Core:
         if self.epfd >= 0:
             close(self.epfd)
             self.epfd = -1
-        if self.efd >= 0:
-            close(self.efd)
-            self.efd = -1
 
 
 cdef int _loop_run_once(object loop, _Core core) except -1:
@@ -449,6 +473,12 @@ class Loop(asyncio.SelectorEventLoop):
 
     def _process_events(self, event_list):
         raise NotImplementedError("fastnet.Loop dispatches events in _run_once")
+
+    def create_future(self):
+        return _Future(loop=self)
+
+    def get_debug(self):
+        return self._debug
 
     def _write_to_self(self):
         # from any thread, also after close(): the eventfd is -1 then and nothing is written

@@ -166,6 +166,20 @@ cdef class _TCPTransport:
             self._do_read()
 
     # -- events from the core -------------------------------------------------------------------
+    cdef int _defer_events(self, uint32_t ev) except -1:
+        """An event that could not be handled in its batch: handle it on the next iteration."""
+        if ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP):
+            self._read_pending = True
+            if self._started and self._reading and not self._closing:
+                self._schedule_read()
+        if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP) and self._buffer_size and self._loop is not None:
+            self._loop.call_soon(self._write_ready)
+        return 0
+
+    def _write_ready(self):
+        if self._buffer_size and self._sock is not None:
+            self._do_write()
+
     cdef int _on_events(self, uint32_t ev) except -1:
         if ev & READISH:
             self._read_pending = True

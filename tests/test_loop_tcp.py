@@ -700,3 +700,35 @@ def test_emfile_on_accept_backs_off_and_keeps_existing_connections(kind, impl_en
     # a back-off, not a busy loop: a handful of attempts while the server was out of descriptors
     # (a loop that kept retrying would make thousands)
     assert 1 <= result["bursts"] <= 10, result
+
+
+def test_keyboard_interrupt_in_data_received_loses_no_other_event(loop, loop_kind):
+    """KeyboardInterrupt escapes the loop (as in asyncio); the rest of that poll's batch is kept."""
+    if loop_kind == "uvloop":
+        pytest.skip("uvloop 0.23 swallows KeyboardInterrupt from data_received as a transport error")
+
+    class Interrupting(EchoProtocol):
+        def data_received(self, data):
+            if data == b"interrupt":
+                raise KeyboardInterrupt
+            super().data_received(data)
+
+    server = run(loop, loop.create_server(Interrupting, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+    try:
+        run(loop, asyncio.sleep(0.05))  # accepted
+        clients[0].sendall(b"interrupt")
+        for c in clients[1:]:
+            c.sendall(b"echo")
+        time.sleep(0.05)  # all in one epoll batch
+        with pytest.raises(KeyboardInterrupt):
+            run(loop, asyncio.sleep(1))
+        run(loop, asyncio.sleep(0.1))
+        for c in clients[1:]:
+            assert c.recv(100) == b"echo"
+    finally:
+        for c in clients:
+            c.close()
+        server.close()
+        run(loop, server.wait_closed())
