@@ -6,7 +6,8 @@
 Every pair runs in one invocation under the same CPU placement, twice: server and client pinned
 to one core (``taskset -c 0`` for both), then to two separate cores (server on 0, client on 1).
 
-Throughput is the file size over the client's own transfer time (curl's ``%{time_total}``, the
+Pairs that are compared with each other take turns run by run (the machine may be shared), and
+each row is the median of its runs.  Throughput is the file size over the client's own transfer time (curl's ``%{time_total}``, the
 fastnet client's ``stats.seconds``: request to last ACK, process start-up excluded for both).
 Server CPU is user+sys time per MiB read from ``/proc/<pid>/stat`` before and after each run
 (tftpd-hpa forks a child per transfer: its children's reaped times count too).
@@ -166,6 +167,7 @@ class ChildSampler(threading.Thread):
 
 
 def measure(server: Server, client: str, name: str, size: int, blksize: int, window: int, cpu: str, runs: int):
+    """Lists of MiB/s and server CPU ms/MiB, one entry per run."""
     rates, cpus = [], []
     for _ in range(runs):
         sampler = ChildSampler(server.proc.pid) if server.kind == "tftpd-hpa" else None
@@ -176,7 +178,7 @@ def measure(server: Server, client: str, name: str, size: int, blksize: int, win
         after = server.cpu() + (sampler.total() if sampler is not None else 0.0)
         rates.append(size / MiB / seconds)
         cpus.append((after - before) * 1000 / (size / MiB))
-    return statistics.median(rates), statistics.median(cpus)
+    return rates, cpus
 
 
 def main(argv=None) -> int:
@@ -242,23 +244,30 @@ def main(argv=None) -> int:
                 print("| server | client | blksize | windowsize | MiB/s | server CPU ms/MiB |")
                 print("|---|---|---:|---:|---:|---:|")
 
-                def row(server_kind, client_kind, blksize, window):
-                    server = servers[server_kind]
-                    name, n = ("small.bin", small) if server_kind == "tftpy" else ("big.bin", size)
-                    rate, cpu = measure(server, client_kind, name, n, blksize, window, ccpu, args.runs)
-                    results[(server_kind, client_kind, blksize, window)] = (rate, cpu)
-                    note = f" ({n / MiB:g} MiB)" if n != size else ""
-                    print(f"| {server_kind}{note} | {client_kind} | {blksize} | {window} | {rate:.1f} | {cpu:.2f} |",
-                          flush=True)
+                def group(pairs):
+                    # the pairs compared with each other take turns, run by run, so that a change
+                    # in the machine's load (it is shared) hits them alike; medians per pair
+                    samples = {pair: ([], []) for pair in pairs}
+                    for _ in range(args.runs):
+                        for pair in pairs:
+                            server_kind, client_kind, blksize, window = pair
+                            name, n = ("small.bin", small) if server_kind == "tftpy" else ("big.bin", size)
+                            rates, cpus = measure(servers[server_kind], client_kind, name, n, blksize, window, ccpu, 1)
+                            samples[pair][0].extend(rates)
+                            samples[pair][1].extend(cpus)
+                    for pair in pairs:
+                        server_kind, client_kind, blksize, window = pair
+                        rate, cpu = statistics.median(samples[pair][0]), statistics.median(samples[pair][1])
+                        results[pair] = (rate, cpu)
+                        note = f" ({small / MiB:g} MiB)" if server_kind == "tftpy" and small != size else ""
+                        print(f"| {server_kind}{note} | {client_kind} | {blksize} | {window} | {rate:.1f} | {cpu:.2f} |",
+                              flush=True)
 
                 for blksize in (512, 1468, 8192, 65464):
-                    for kind in servers:
-                        row(kind, "curl", blksize, 1)
+                    group([(kind, "curl", blksize, 1) for kind in servers])
                 for blksize in (1468, 65464):
-                    for window in (1, 16, 64):
-                        row("fastnet", "fastnet", blksize, window)
-                for blksize in (512, 1468):
-                    row("tftpd-hpa", "fastnet", blksize, 1)
+                    group([("fastnet", "fastnet", blksize, w) for w in (1, 16, 64)] + [("tftpd-hpa", "curl", blksize, 1)])
+                group([("tftpd-hpa", client_kind, blksize, 1) for blksize in (512, 1468) for client_kind in ("fastnet", "curl")])
             finally:
                 for server in servers.values():
                     server.stop()

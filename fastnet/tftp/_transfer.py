@@ -78,22 +78,42 @@ def free_space(directory: str) -> int:
 
 
 class BlockSource:
-    """DATA payloads of a file, block by block (``block(k)``), read ahead in large chunks."""
+    """DATA payloads of a file, block by block (``block(k)``), read ahead in large chunks.
 
-    __slots__ = ("_read", "_blksize", "_buf", "_view", "_have", "_first", "_keep", "_eof", "_encoder", "_chunk", "bytes_read")
+    Octet files are read with ``readinto`` into one reused buffer (no fresh megabyte of memory,
+    hence no page faults, per chunk); netascii goes through the encoder chunk by chunk.
+    """
 
-    def __init__(self, fileobj: BinaryIO, blksize: int, *, netascii: bool = False, chunk: int = _READ_CHUNK) -> None:
+    __slots__ = (
+        "_read", "_readinto", "_blksize", "_buf", "_view", "_have", "_first", "_keep", "_eof", "_encoder",
+        "_chunk", "bytes_read",
+    )
+
+    def __init__(
+        self,
+        fileobj: BinaryIO,
+        blksize: int,
+        *,
+        netascii: bool = False,
+        chunk: int = _READ_CHUNK,
+        size_hint: int | None = None,
+    ) -> None:
         self._read = fileobj.read
         self._blksize = blksize
-        self._buf = b""
-        self._view = memoryview(b"")
-        self._have = 0  # len(self._buf)
         self._first = 1  # block number of the first byte of _buf
         self._keep = 1  # blocks before this one are never asked for again
         self._eof = False
         self._encoder = codec.NetasciiEncoder() if netascii else None
         self._chunk = max(chunk, blksize)
         self.bytes_read = 0
+        self._have = 0  # bytes of _buf in use
+        self._readinto = None if netascii else getattr(fileobj, "readinto", None)
+        if self._readinto is not None:
+            cap = self._chunk if size_hint is None else min(self._chunk, size_hint + blksize)
+            self._buf: Any = bytearray(max(cap, 2 * blksize))
+        else:
+            self._buf = b""
+        self._view = memoryview(self._buf)
 
     def release(self, block: int) -> None:
         """Blocks before *block* are acknowledged: their bytes may be dropped."""
@@ -108,10 +128,37 @@ class BlockSource:
         if not self._eof:
             self._fill(end)
             start = (k - self._first) * self._blksize
-            end = start + self._blksize
-        return self._view[start:end]
+        return self._view[start : min(start + self._blksize, self._have)]
 
     def _fill(self, end: int) -> None:
+        if self._readinto is None:
+            self._fill_bytes(end)
+            return
+        buf = self._buf
+        have = self._have
+        drop = min((self._keep - self._first) * self._blksize, have)
+        if drop > 0:
+            buf[0 : have - drop] = buf[drop:have]  # the blocks still wanted move to the front
+            have -= drop
+            self._first = self._keep
+            end -= drop
+        if end > len(buf):  # a window larger than the buffer: a larger buffer
+            grown = bytearray(max(end, 2 * len(buf)))
+            grown[:have] = buf[:have]
+            self._buf = buf = grown
+            self._view = memoryview(buf)
+        view = self._view
+        readinto = self._readinto
+        while have < end:
+            n = readinto(view[have:])
+            if not n:
+                self._eof = True
+                break
+            have += n
+            self.bytes_read += n
+        self._have = have
+
+    def _fill_bytes(self, end: int) -> None:
         bs = self._blksize
         drop = (self._keep - self._first) * bs
         buf = self._buf

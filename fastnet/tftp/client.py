@@ -614,7 +614,7 @@ def _send(
                     continue
                 # the server ignored our options (or we sent none): RFC 1350 defaults
                 stats.options = {}
-                source = BlockSource(fileobj, blksize, netascii=netascii)
+                source = BlockSource(fileobj, blksize, netascii=netascii, size_hint=stats.total)
                 base = 1
                 send_window()
                 sent_at = monotonic()
@@ -661,7 +661,7 @@ def _send(
                 raise
             blksize = stats.blksize
             window = stats.windowsize
-            source = BlockSource(fileobj, blksize, netascii=netascii)
+            source = BlockSource(fileobj, blksize, netascii=netascii, size_hint=stats.total)
             send_window()
             sent_at = monotonic()
             continue

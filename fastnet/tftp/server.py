@@ -309,7 +309,7 @@ class _ReadSession(_Session):
     def __init__(self, server, peer, key, stats, sock, fileobj, blksize, window, timeout, netascii, oack) -> None:
         super().__init__(server, peer, key, stats, sock)
         self._file = fileobj
-        self._source = BlockSource(fileobj, blksize, netascii=netascii)
+        self._source = BlockSource(fileobj, blksize, netascii=netascii, size_hint=stats.total)
         self._block = self._source.block
         self._encode_data = codec.encode_data
         self._Ack = codec.Ack
@@ -872,11 +872,10 @@ class TftpServer:
             accepted, blksize, window, timeout = _negotiate(self, request.options, False, netascii, None, directory)
         stats = TransferStats(
             filename=name, direction=direction_of(is_read), peer=addr, blksize=blksize, windowsize=window,
-            options=dict(accepted),
+            options=dict(accepted), total=size if is_read else None,
         )
         oack = codec.encode_oack(accepted) if accepted else None
         if is_read:
-            stats.total = size
             return _ReadSession(self, addr, key, stats, sock, fileobj, blksize, window, timeout, netascii, oack)
         try:
             return _WriteSession(self, addr, key, stats, sock, path, blksize, window, timeout, netascii, oack)
