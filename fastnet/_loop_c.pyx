@@ -47,6 +47,7 @@ logger = logging.getLogger("asyncio")  # asyncio's logger: same messages, same p
 
 cdef object _Future = asyncio.Future
 cdef object _heappop = heapq.heappop
+cdef object _heappush = heapq.heappush
 cdef object _heapify = heapq.heapify
 cdef object _OSError = OSError
 cdef object _set_result_unless_cancelled = futures._set_result_unless_cancelled
@@ -256,7 +257,8 @@ cdef class _Core:
         raise NotImplementedError("fastnet.Loop polls in _run_once; it has no selector to call")
 
     # -- wake-up -------------------------------------------------------------------------------
-    cdef void wakeup(self) noexcept nogil:
+    cdef void wakeup(self) noexcept:
+        # called with the GIL held, and it must stay held (see close())
         cdef uint64_t one = 1
         if self.efd >= 0:
             write(self.efd, &one, 8)
@@ -328,10 +330,10 @@ cdef class _Core:
             pass
 
     def close(self):
-        """Release every fd this loop still holds: live transports' sockets and epoll.
+        """Release every fd this loop still holds: live transports' sockets, epoll, eventfd.
 
-        The eventfd stays open until the loop object is freed: another thread may be calling
-        call_soon_threadsafe() right now, and must not write into a reused descriptor.
+        No race with call_soon_threadsafe() in another thread: wakeup() reads efd and writes to
+        it without releasing the GIL, and this runs with the GIL held too.
         """
         if self.closed:
             return
@@ -345,6 +347,9 @@ cdef class _Core:
         if self.epfd >= 0:
             close(self.epfd)
             self.epfd = -1
+        if self.efd >= 0:
+            close(self.efd)
+            self.efd = -1
 
 
 cdef int _loop_run_once(object loop, _Core core) except -1:
@@ -394,10 +399,16 @@ cdef int _loop_run_once(object loop, _Core core) except -1:
         end_time = _monotonic() + <double>loop._clock_resolution
         while scheduled:
             handle = scheduled[0]
-            if <double>handle._when >= end_time:
-                break
-            handle = _heappop(scheduled)
-            handle._scheduled = False
+            if type(handle) is TimerHandle:
+                if (<TimerHandle>handle)._when >= end_time:
+                    break
+                handle = _heappop(scheduled)
+                (<TimerHandle>handle)._scheduled = False
+            else:
+                if <double>handle._when >= end_time:
+                    break
+                handle = _heappop(scheduled)
+                handle._scheduled = False
             ready.append(handle)
 
     ntodo = len(ready)
@@ -406,7 +417,7 @@ cdef int _loop_run_once(object loop, _Core core) except -1:
     debug = loop._debug
     for i in range(ntodo):
         handle = ready.popleft()
-        if type(handle) is Handle:
+        if isinstance(handle, Handle):
             if (<Handle>handle)._cancelled:
                 continue
             if not debug:
@@ -460,6 +471,31 @@ class Loop(asyncio.SelectorEventLoop):
         handle = _new_handle(callback, args, self, context)
         (<_Core>self._core).ready.append(handle)
         return handle
+
+    def call_later(self, delay, callback, *args, context=None):
+        if delay is None:
+            raise TypeError("delay must not be None")
+        if self._debug:
+            return super().call_later(delay, callback, *args, context=context)
+        return self._call_at(_monotonic() + delay, callback, args, context)
+
+    def call_at(self, when, callback, *args, context=None):
+        if when is None:
+            raise TypeError("when cannot be None")
+        if self._debug:
+            return super().call_at(when, callback, *args, context=context)
+        return self._call_at(when, callback, args, context)
+
+    def _call_at(self, double when, callback, tuple args, context):
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        timer = _new_timer(when, callback, args, self, context)
+        _heappush(self._scheduled, timer)
+        timer._scheduled = True
+        return timer
+
+    def time(self):
+        return _monotonic()
 
     def _call_soon(self, callback, args, context):
         if self._debug:

@@ -11,7 +11,6 @@ cdef object _format_callback_source = asyncio.format_helpers._format_callback_so
 
 
 @cython.freelist(256)
-@cython.final
 cdef class Handle:
     cdef public object _callback
     cdef public object _args
@@ -86,4 +85,67 @@ cdef inline Handle _new_handle(object callback, tuple args, object loop, object 
     h._loop = loop
     h._callback = callback
     h._args = args
+    return h
+
+
+@cython.freelist(64)
+@cython.final
+cdef class TimerHandle(Handle):
+    """call_later/call_at's handle: ordered by its deadline in the loop's heap (compared in C)."""
+    cdef public double _when
+    cdef public bint _scheduled
+
+    def __init__(self, when, callback, args, loop, context=None):
+        Handle.__init__(self, callback, args, loop, context)
+        self._when = when
+
+    def __repr__(self):
+        if self._repr is not None:
+            return self._repr
+        info = [self.__class__.__name__]
+        if self._cancelled:
+            info.append("cancelled")
+        info.append(f"when={self._when}")
+        if self._callback is not None:
+            info.append(_format_callback_source(self._callback, self._args))
+        return "<{}>".format(" ".join(info))
+
+    def __hash__(self):
+        return hash(self._when)
+
+    def __richcmp__(self, other, int op):
+        cdef double a = self._when, b
+        if not hasattr(other, "_when") or not hasattr(other, "_callback"):
+            return NotImplemented
+        b = other._when
+        if op == 0:
+            return a < b
+        if op == 1:
+            return a <= b or self == other
+        if op == 4:
+            return a > b
+        if op == 5:
+            return a >= b or self == other
+        same = (a == b and self._callback == other._callback and self._args == other._args
+                and self._cancelled == other._cancelled)
+        return same if op == 2 else not same
+
+    def when(self):
+        return self._when
+
+    def cancel(self):
+        if not self._cancelled:
+            self._loop._timer_handle_cancelled(self)
+            Handle.cancel(self)
+
+
+cdef inline TimerHandle _new_timer(double when, object callback, tuple args, object loop, object context):
+    cdef TimerHandle h = TimerHandle.__new__(TimerHandle)
+    if context is None:
+        context = PyContext_CopyCurrent()
+    h._context = context
+    h._loop = loop
+    h._callback = callback
+    h._args = args
+    h._when = when
     return h

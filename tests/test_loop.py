@@ -548,3 +548,42 @@ def test_call_soon_runs_callbacks_in_their_context(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert seen == ["current", "explicit", "current"]
+
+
+def test_many_timers_fire_sorted_and_mix_with_debug_handles(loop):
+    import random
+
+    rng = random.Random(7)
+    fired = []
+    now = loop.time()
+    deadlines = [now + rng.uniform(0, 0.1) for _ in range(500)]
+    handles = [loop.call_at(d, fired.append, d) for d in deadlines[:250]]
+    loop.set_debug(True)  # asyncio's own TimerHandles in the same heap
+    handles += [loop.call_at(d, fired.append, d) for d in deadlines[250:]]
+    loop.set_debug(False)
+    cancelled = set(deadlines[::5])
+    for d, h in zip(deadlines, handles):
+        if d in cancelled:
+            h.cancel()
+    loop.call_at(now + 0.15, loop.stop)
+    loop.run_forever()
+    assert fired == sorted(d for d in deadlines if d not in cancelled)
+
+
+def test_sleep_wait_for_and_timeout(loop):
+    async def main():
+        order = []
+
+        async def sleeper(delay, tag):
+            await asyncio.sleep(delay)
+            order.append(tag)
+
+        await asyncio.gather(sleeper(0.03, "c"), sleeper(0.01, "a"), sleeper(0.02, "b"))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.sleep(10), 0.02)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.02):
+                await asyncio.sleep(10)
+        return order
+
+    assert run(loop, main()) == ["a", "b", "c"]
