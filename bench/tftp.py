@@ -39,11 +39,9 @@ MiB = 1 << 20
 FASTNET_CLIENT = r"""
 import os, sys
 from fastnet.tftp import client
-class Null:
-    def write(self, b): return len(b)
-    def flush(self): pass
 host, port, name, blksize, window = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-s = client.download(host, name, Null(), port=port, blksize=blksize, windowsize=window if window > 1 else None,
+sink = open("/dev/null", "wb")  # a file object is written directly (like curl -o /dev/null)
+s = client.download(host, name, sink, port=port, blksize=blksize, windowsize=window if window > 1 else None,
                     timeout=1.0, retries=8)
 print(f"{s.seconds:.6f} {s.bytes} {s.retransmissions} {s.options.get('windowsize', 1)}")
 sys.stdout.flush()
@@ -255,19 +253,27 @@ def main(argv=None) -> int:
                             rates, cpus = measure(servers[server_kind], client_kind, name, n, blksize, window, ccpu, 1)
                             samples[pair][0].extend(rates)
                             samples[pair][1].extend(cpus)
+                    out = {}
                     for pair in pairs:
                         server_kind, client_kind, blksize, window = pair
                         rate, cpu = statistics.median(samples[pair][0]), statistics.median(samples[pair][1])
-                        results[pair] = (rate, cpu)
+                        out[pair] = (rate, cpu)
                         note = f" ({small / MiB:g} MiB)" if server_kind == "tftpy" and small != size else ""
                         print(f"| {server_kind}{note} | {client_kind} | {blksize} | {window} | {rate:.1f} | {cpu:.2f} |",
                               flush=True)
+                    return out
 
+                # results[(group, pair)]: every check compares pairs measured in the same group
                 for blksize in (512, 1468, 8192, 65464):
-                    group([(kind, "curl", blksize, 1) for kind in servers])
+                    for pair, value in group([(kind, "curl", blksize, 1) for kind in servers]).items():
+                        results[("servers", *pair)] = value
                 for blksize in (1468, 65464):
-                    group([("fastnet", "fastnet", blksize, w) for w in (1, 16, 64)] + [("tftpd-hpa", "curl", blksize, 1)])
-                group([("tftpd-hpa", client_kind, blksize, 1) for blksize in (512, 1468) for client_kind in ("fastnet", "curl")])
+                    pairs = [("fastnet", "fastnet", blksize, w) for w in (1, 16, 64)] + [("tftpd-hpa", "curl", blksize, 1)]
+                    for pair, value in group(pairs).items():
+                        results[("windows", *pair)] = value
+                pairs = [("tftpd-hpa", c, blksize, 1) for blksize in (512, 1468) for c in ("fastnet", "curl")]
+                for pair, value in group(pairs).items():
+                    results[("clients", *pair)] = value
             finally:
                 for server in servers.values():
                     server.stop()
@@ -280,22 +286,22 @@ def main(argv=None) -> int:
                 print(f"- {'met' if ok else 'NOT met'}: {label}")
 
             for blksize in (512, 1468, 8192, 65464):
-                f, h = results[("fastnet", "curl", blksize, 1)][0], results[("tftpd-hpa", "curl", blksize, 1)][0]
+                f, h = results[("servers", "fastnet", "curl", blksize, 1)][0], results[("servers", "tftpd-hpa", "curl", blksize, 1)][0]
                 check(f"fastnet server >= tftpd-hpa, curl, blksize {blksize}: {f:.1f} vs {h:.1f} MiB/s ({f / h:.2f}x)",
                       f >= h)
             for blksize, factor in ((1468, 5), (65464, 2)):
-                h = results[("tftpd-hpa", "curl", blksize, 1)][0]
+                h = results[("windows", "tftpd-hpa", "curl", blksize, 1)][0]
                 for window in (16, 64):
-                    f = results[("fastnet", "fastnet", blksize, window)][0]
+                    f = results[("windows", "fastnet", "fastnet", blksize, window)][0]
                     check(f"fastnet windowsize {window} >= {factor}x tftpd-hpa lockstep at blksize {blksize}: "
                           f"{f:.1f} vs {h:.1f} MiB/s ({f / h:.2f}x)", f >= factor * h)
             if have_tftpy:
                 for blksize in (512, 1468, 8192, 65464):
-                    f, t = results[("fastnet", "curl", blksize, 1)][0], results[("tftpy", "curl", blksize, 1)][0]
+                    f, t = results[("servers", "fastnet", "curl", blksize, 1)][0], results[("servers", "tftpy", "curl", blksize, 1)][0]
                     check(f"fastnet server >= 5x tftpy, curl, blksize {blksize}: {f:.1f} vs {t:.1f} MiB/s "
                           f"({f / t:.1f}x)", f >= 5 * t)
             for blksize in (512, 1468):
-                f, c = results[("tftpd-hpa", "fastnet", blksize, 1)][0], results[("tftpd-hpa", "curl", blksize, 1)][0]
+                f, c = results[("clients", "tftpd-hpa", "fastnet", blksize, 1)][0], results[("clients", "tftpd-hpa", "curl", blksize, 1)][0]
                 check(f"fastnet client >= curl against tftpd-hpa, blksize {blksize}: {f:.1f} vs {c:.1f} MiB/s "
                       f"({f / c:.2f}x)", f >= c)
     print()

@@ -408,3 +408,12 @@ def test_close_lets_running_transfers_finish(root):
 
     _loop.run(main())
     assert results["raw"] == data
+
+
+def test_window_is_capped_by_bytes(root):
+    fill(str(root / "f.bin"), 1000)
+    with fastnet_server(str(root), max_window_bytes=1 << 20) as server, RawPeer() as peer:
+        peer.send(codec.encode_rrq("f.bin", options={"blksize": 65464, "windowsize": 64}), server.port)
+        oack, tid = peer.recv()
+        peer.send(codec.encode_error(0, "enough"), tid)
+    assert oack == codec.OptionAck({"blksize": "65464", "windowsize": "16"})

@@ -191,11 +191,12 @@ class BlockSource:
 class BlockSink:
     """Writes received DATA payloads to a binary file, decoding netascii if asked."""
 
-    __slots__ = ("_write", "_decoder", "bytes_written")
+    __slots__ = ("_write", "raw_write", "converts", "_decoder", "bytes_written")
 
     def __init__(self, fileobj: BinaryIO, *, netascii: bool = False) -> None:
-        self._write = fileobj.write
+        self._write = self.raw_write = fileobj.write
         self._decoder = codec.NetasciiDecoder() if netascii else None
+        self.converts = netascii  # False: callers may use raw_write and count the bytes themselves
         self.bytes_written = 0
 
     def write(self, payload: bytes) -> None:

@@ -312,7 +312,8 @@ def _receive(
     DecodeError = codec.DecodeError
     encode_ack = codec.encode_ack
     monotonic = time.monotonic
-    write = sink.write
+    # octet: payloads go straight to the file's write (the byte count is derived at the end)
+    write = sink.write if sink.converts else sink.raw_write
 
     base_timeout = channel.timeout
     retries = channel.retries
@@ -340,7 +341,7 @@ def _receive(
             data, addr = recvfrom(bufsize)
         except (BlockingIOError, socket.timeout):
             pass
-        if data is None or peer is None or addr[1] != peer[1] or addr[0] != peer[0]:
+        if data is None or addr != peer:
             if data is None or monotonic() - sent_at > wait:
                 # a timeout (the kernel's, or a deadline that foreign packets kept from firing)
                 tries += 1
@@ -385,6 +386,9 @@ def _receive(
                     sendto(ack, peer)
                     stats.seconds = monotonic() - started
                     stats.blocks = blocks
+                    if not sink.converts:
+                        # every block before the last one was full
+                        sink.bytes_written = (blocks - 1) * blksize + len(payload)
                     if progress is not None:
                         stats.bytes = sink.bytes_written
                         progress(stats)
@@ -402,7 +406,7 @@ def _receive(
                     if progress is not None and sent_at >= next_report:
                         next_report = sent_at + _PROGRESS_EVERY
                         stats.blocks = blocks
-                        stats.bytes = sink.bytes_written
+                        stats.bytes = sink.bytes_written if sink.converts else blocks * blksize
                         stats.seconds = sent_at - started
                         progress(stats)
             elif window == 1:

@@ -149,6 +149,10 @@ def _negotiate(
                     raise _Refused(3, f"{value} bytes do not fit: not enough free space")
                 accepted[name] = value
         # any other option is ignored (RFC 2347)
+    if window > 1 and window * blksize > server.max_window_bytes:
+        # a burst larger than this overflows receive buffers and caches: a smaller window
+        window = max(1, server.max_window_bytes // blksize)
+        accepted["windowsize"] = window
     return accepted, blksize, window, timeout
 
 
@@ -593,7 +597,8 @@ class TftpServer:
     *port* 0 binds an ephemeral port; :attr:`port` is the bound one.  *timeout* is the first
     retransmission timeout in seconds (a client may change it with the ``timeout`` option),
     *retries* the retransmissions in a row before a transfer is abandoned.  *max_blksize* and
-    *max_windowsize* cap what clients may negotiate.  *grace* is how long :meth:`close` lets
+    *max_windowsize* cap what clients may negotiate, and so does *max_window_bytes* (windowsize
+    times blksize).  *grace* is how long :meth:`close` lets
     running transfers finish.
     """
 
@@ -610,6 +615,7 @@ class TftpServer:
         retries: int = 5,
         max_blksize: int = codec.MAX_BLKSIZE,
         max_windowsize: int = 64,
+        max_window_bytes: int = 1 << 20,
         grace: float = 5.0,
     ) -> None:
         root = os.path.realpath(os.fspath(root))
@@ -631,6 +637,7 @@ class TftpServer:
         self.retries = retries
         self.max_blksize = max_blksize
         self.max_windowsize = max_windowsize
+        self.max_window_bytes = max_window_bytes
         self.grace = grace
         self._loop: Any = None
         self._listener: Any = None
