@@ -112,3 +112,12 @@ def test_serve_stops_cleanly_on_a_signal(root, tmp_path, impl_env, sig):
     log = err.decode()
     assert "file='f.bin' direction=read bytes=10000" in log and "outcome=ok" in log
     assert "stopped" in log
+
+
+def test_serve_failures_are_one_line_messages(tmp_path, impl_env):
+    err = one_line_error(cli(["serve", str(tmp_path / "missing"), "--port", "0"], impl_env))
+    assert "not a directory" in err
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        err = one_line_error(cli(["serve", str(tmp_path), "--port", str(busy.getsockname()[1])], impl_env))
+    assert "in use" in err
