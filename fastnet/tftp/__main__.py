@@ -155,8 +155,10 @@ def _transfer(args: argparse.Namespace) -> int:
         options = ", ".join(f"{k}={v}" for k, v in stats.options.items()) or "none"
         print(
             f"{verb} {what}: {stats.bytes} bytes in {stats.seconds:.3f} s ({_size(stats.rate)}/s), "
-            f"{stats.retransmissions} retransmissions, options: {options}"
+            f"{stats.retransmissions} retransmissions, options: {options}",
+            flush=True,
         )
+    client.wait_dallying()  # the final dally: here, where Ctrl-C is handled, not at interpreter exit
     return 0
 
 

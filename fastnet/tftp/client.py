@@ -36,7 +36,7 @@ from . import codec
 from ._transfer import MAX_WINDOWSIZE, MODES, BlockSink, BlockSource, TransferStats, free_space, parse_uint
 from .errors import TftpError, TftpProtocolError, TftpRemoteError, TftpTimeout
 
-__all__ = ["download", "upload", "TransferStats", "DEFAULT_PORT"]
+__all__ = ["download", "upload", "wait_dallying", "TransferStats", "DEFAULT_PORT"]
 
 DEFAULT_PORT = 69
 _MAX_BACKOFF = 8.0  # a single wait never exceeds this many times the base timeout
@@ -146,6 +146,20 @@ def _same_peer(addr: tuple, peer: tuple) -> bool:
     return addr[1] == peer[1] and addr[0] == peer[0]
 
 
+_dallying: "set[_Dally]" = set()
+
+
+def wait_dallying(timeout: float | None = None) -> None:
+    """Wait until every download's final dally (see the module docs) is over.
+
+    The interpreter waits for them at exit anyway; a program calls this to do it at a moment of
+    its choosing (the command line does, so that Ctrl-C there is handled like anywhere else).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for thread in list(_dallying):
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+
 class _Dally(threading.Thread):
     """Keeps the socket after the final ACK and re-ACKs a repeated last DATA (RFC 1350 dallying)."""
 
@@ -156,6 +170,10 @@ class _Dally(threading.Thread):
         self._last = last_block & 0xFFFF
         self._ack = final_ack
         self._until = time.monotonic() + seconds
+
+    def start(self) -> None:
+        _dallying.add(self)
+        super().start()
 
     def run(self) -> None:
         channel = self._channel
@@ -174,6 +192,7 @@ class _Dally(threading.Thread):
                         channel.sock.sendto(self._ack, self._peer)
         finally:
             channel.close()
+            _dallying.discard(self)
 
 
 def _open_target(local: LocalFile | None, remote: str) -> tuple[BinaryIO, str | None, str | None]:
