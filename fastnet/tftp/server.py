@@ -206,8 +206,12 @@ class _Session(asyncio.DatagramProtocol):
             return
         self._arm()
 
+    def _mark(self) -> int:
+        """A number that changes whenever the transfer moves forward."""
+        return self._moves
+
     def _arm(self) -> None:
-        self._seen_moves = self._moves
+        self._seen_moves = self._mark()
         self._timer = self._loop.call_at(self._clock() + self._wait, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -217,8 +221,9 @@ class _Session(asyncio.DatagramProtocol):
         if self.done:
             return
         now = self._clock()
-        if self._moves != self._seen_moves:
-            self._seen_moves = self._moves
+        mark = self._mark()
+        if mark != self._seen_moves:
+            self._seen_moves = mark
             if self._tries:
                 self._tries = 0
                 self._wait = self._timeout
@@ -331,6 +336,9 @@ class _ReadSession(_Session):
         self._last = 0
         self._dup_resent = False
 
+    def _mark(self) -> int:
+        return self._moves + self._base  # both only grow; the lockstep path bumps _base alone
+
     def begin(self) -> None:
         if self._oack is not None:
             self._send(self._oack)
@@ -393,16 +401,20 @@ class _ReadSession(_Session):
                     self.finish("ok")
                     return
                 base += 1
-                self._base = self._sent_hi = base
-                self._moves += 1
+                self._base = self._sent_hi = base  # (the timer watches _base: see _mark)
                 source = self._source
                 source._keep = base
-                payload = source.block(base)
+                bs = self._blksize
+                start = (base - source._first) * bs
+                if start + bs <= source._have:  # BlockSource.block, inlined for the common case
+                    payload = source._view[start : start + bs]
+                else:
+                    payload = source.block(base)
                 if self._gather:
                     self._raw_sendmsg((self._encode_data(base & 0xFFFF, b""), payload), (), 0, self._peer)
                 else:
                     self._raw_sendto(self._encode_data(base & 0xFFFF, payload), self._peer)
-                if len(payload) < self._blksize:
+                if len(payload) < bs:
                     self._last = base
                 return
             delta = (packet.block - base + 1) & 0xFFFF
