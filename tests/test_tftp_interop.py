@@ -14,7 +14,7 @@ import pytest
 from conftest import require_tool
 from tftp_helpers import fastnet_server, fill, leftovers, run_tool, tftpd_hpa, tftpy_server
 
-from fastnet.tftp import client
+from fastnet.tftp import TftpRemoteError, client
 
 pytestmark = pytest.mark.peers
 
@@ -167,9 +167,9 @@ def test_client_with_tftpd_hpa_netascii(root, out):
 def test_client_errors_from_tftpd_hpa(root, out):
     (out / "keep").write_bytes(b"keep")
     with tftpd_hpa(str(root)) as port:
-        with pytest.raises(client.TftpError if hasattr(client, "TftpError") else Exception) as info:
+        with pytest.raises(TftpRemoteError) as info:
             client.download("127.0.0.1", "absent", str(out / "keep"), port=port)
-    assert getattr(info.value, "code", None) == 1
+    assert info.value.code == 1
     assert (out / "keep").read_bytes() == b"keep" and os.listdir(out) == ["keep"]
 
 

@@ -154,9 +154,9 @@ def _start_upload(peer: RawPeer, port: int, name: str, blocks: int) -> int:
 def test_aborted_upload_leaves_nothing_and_readers_never_see_it(root):
     (root / "f.bin").write_bytes(b"old content")
     with fastnet_server(str(root), allow_write=True, allow_overwrite=True) as server:
-        with RawPeer() as peer:
+        with RawPeer() as peer, RawPeer() as other:
             tid = _start_upload(peer, server.port, "f.bin", 3)
-            _start_upload(RawPeer(), server.port, "new.bin", 2)
+            _start_upload(other, server.port, "new.bin", 2)
             # mid-upload: readers get the old file, the new name does not exist yet
             assert get(server.port, "f.bin") == b"old content"
             assert fetch_error(server.port, "new.bin").code == 1
