@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -121,3 +122,35 @@ def test_serve_failures_are_one_line_messages(tmp_path, impl_env):
         busy.bind(("127.0.0.1", 0))
         err = one_line_error(cli(["serve", str(tmp_path), "--port", str(busy.getsockname()[1])], impl_env))
     assert "in use" in err
+
+
+def test_progress_bar_only_on_a_terminal(root, tmp_path, impl_env):
+    import pty
+
+    fill(str(root / "f.bin"), 300_000)
+    master, slave = pty.openpty()
+    try:
+        with fastnet_server(str(root)) as server:
+            r = subprocess.run([sys.executable, "-m", "fastnet.tftp", "get", "127.0.0.1", "f.bin",
+                                str(tmp_path / "f.bin"), "--port", str(server.port), "--timeout", "0.2"],
+                               env=impl_env, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
+                               timeout=60)
+        os.close(slave)
+        slave = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if slave != -1:
+            os.close(slave)
+        os.close(master)
+    assert r.returncode == 0
+    text = shown.decode()
+    assert "100.0%" in text and "of 293.0 KiB" in text and "retransmitted" in text and "ETA" in text
+    assert r.stdout.decode().startswith("received f.bin: 300000 bytes")
