@@ -361,7 +361,13 @@ def _receive(
         except (BlockingIOError, socket.timeout):
             pass
         if data is None or addr != peer:
-            if data is None or monotonic() - sent_at > wait:
+            if data is not None:
+                # a stray packet: the kernel's timeout restarts with every packet, so keep a
+                # deadline here too, counted from the last send or the first stray packet
+                now = monotonic()
+                if not sent_at:
+                    sent_at = now
+            if data is None or now - sent_at > wait:
                 # a timeout (the kernel's, or a deadline that foreign packets kept from firing)
                 tries += 1
                 if tries > retries:
@@ -421,13 +427,15 @@ def _receive(
                         tries = 0
                         wait = base_timeout
                         channel.set_timeout(wait)
-                    sent_at = monotonic()
-                    if progress is not None and sent_at >= next_report:
-                        next_report = sent_at + _PROGRESS_EVERY
-                        stats.blocks = blocks
-                        stats.bytes = sink.bytes_written if sink.converts else blocks * blksize
-                        stats.seconds = sent_at - started
-                        progress(stats)
+                    sent_at = 0.0  # progress: the deadline clock restarts at the next stray packet
+                    if progress is not None:
+                        now = monotonic()
+                        if now >= next_report:
+                            next_report = now + _PROGRESS_EVERY
+                            stats.blocks = blocks
+                            stats.bytes = sink.bytes_written if sink.converts else blocks * blksize
+                            stats.seconds = now - started
+                            progress(stats)
             elif window == 1:
                 if block == ((expected - 1) & 0xFFFF) and expected > 1:
                     # our ACK was lost and the server sent the block again: ACK it again
@@ -601,8 +609,12 @@ def _send(
             data, addr = recvfrom(1024)
         except (BlockingIOError, socket.timeout):
             pass
-        if data is None or peer is None or addr[1] != peer[1] or addr[0] != peer[0]:
-            if data is None or monotonic() - sent_at > wait:
+        if data is None or addr != peer:
+            if data is not None:
+                now = monotonic()  # a stray packet: see _receive
+                if not sent_at:
+                    sent_at = now
+            if data is None or now - sent_at > wait:
                 tries += 1
                 if tries > retries:
                     what = "no answer from the server" if peer is None else f"transfer stalled at block {base}"
@@ -659,12 +671,14 @@ def _send(
                     wait = base_timeout
                     channel.set_timeout(wait)
                 send_window()
-                sent_at = monotonic()
-                if progress is not None and sent_at >= next_report:
-                    next_report = sent_at + _PROGRESS_EVERY
-                    stats.bytes = min(source.bytes_read, (base - 1) * blksize)
-                    stats.seconds = sent_at - started
-                    progress(stats)
+                sent_at = 0.0
+                if progress is not None:
+                    now = monotonic()
+                    if now >= next_report:
+                        next_report = now + _PROGRESS_EVERY
+                        stats.bytes = min(source.bytes_read, (base - 1) * blksize)
+                        stats.seconds = now - started
+                        progress(stats)
             elif delta == 0 and window > 1 and not dup_resent:
                 # RFC 7440: the receiver saw a gap at the start of the window; resend it once
                 dup_resent = True
