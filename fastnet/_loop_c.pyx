@@ -37,6 +37,7 @@ import os
 import selectors
 import socket
 import sys
+import threading
 import warnings
 from asyncio import base_events, constants, events, futures
 from typing import Any
@@ -46,6 +47,7 @@ __all__ = ["Loop", "EventLoopPolicy", "new_event_loop", "install", "run"]
 logger = logging.getLogger("asyncio")  # asyncio's logger: same messages, same place as asyncio
 
 cdef object _Future = asyncio.Future
+cdef bint _HAS_RUN_FOREVER_SETUP = hasattr(base_events.BaseEventLoop, "_run_forever_setup")
 cdef object _heappop = heapq.heappop
 cdef object _heappush = heapq.heappush
 cdef object _heapify = heapq.heapify
@@ -69,6 +71,11 @@ ACCEPT_RETRY_DELAY = 0.5
 cdef uint32_t ET_MASK = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
 cdef uint32_t READISH = EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP
 cdef uint32_t WRITEISH = EPOLLOUT | EPOLLERR | EPOLLHUP
+
+
+cdef inline uint64_t _fd_tag(int fd) noexcept nogil:
+    # epoll data of a plain fd registration: odd, so never mistaken for an (aligned) object address
+    return ((<uint64_t>fd) << 1) | 1
 
 
 cdef inline double _monotonic() noexcept nogil:
@@ -112,6 +119,7 @@ cdef class _Core:
     cdef epoll_event *events
     cdef char *rbuf                 # one read buffer for every transport of this loop
     cdef bint closed
+    cdef list graveyard             # transports unregistered since the last poll (see poll())
 
     def __cinit__(self):
         self.epfd = -1
@@ -122,6 +130,7 @@ cdef class _Core:
 
     def __init__(self):
         self.fds = {}
+        self.graveyard = []
         self.events = <epoll_event *>malloc(sizeof(epoll_event) * MAX_EVENTS)
         self.rbuf = <char *>malloc(READ_BUFFER_SIZE)
         if self.events == NULL or self.rbuf == NULL:
@@ -134,8 +143,7 @@ cdef class _Core:
             raise _oserror(errno)
         cdef epoll_event ev
         ev.events = EPOLLIN | EPOLLET
-        ev.data.u64 = 0
-        ev.data.fd = self.efd
+        ev.data.u64 = _fd_tag(self.efd)
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.efd, &ev) < 0:
             raise _oserror(errno)
         self.closed = False
@@ -149,13 +157,12 @@ cdef class _Core:
         free(self.rbuf)
 
     # -- registration ------------------------------------------------------------------------
-    cdef int _ctl(self, int fd, uint32_t mask, bint known) except -1:
+    cdef int _ctl(self, int fd, uint32_t mask, bint known, uint64_t data) except -1:
         """Register *fd* with *mask*: MOD when *known*, falling back to ADD (and vice versa)."""
         cdef epoll_event ev
         cdef int op = EPOLL_CTL_MOD if known else EPOLL_CTL_ADD
         ev.events = mask
-        ev.data.u64 = 0
-        ev.data.fd = fd
+        ev.data.u64 = data
         if epoll_ctl(self.epfd, op, fd, &ev) == 0:
             return 0
         if op == EPOLL_CTL_MOD and errno == ENOENT:
@@ -194,7 +201,7 @@ cdef class _Core:
             e.reader = handle
             mask = e.mask | EPOLLIN
         if mask != e.mask or entry is not e:
-            self._ctl(fd, mask, known)
+            self._ctl(fd, mask, known, _fd_tag(fd))
             e.mask = mask
         self.fds[fd] = e
         return old
@@ -221,14 +228,25 @@ cdef class _Core:
             self._unregister(fd)
         elif mask != e.mask:
             try:
-                self._ctl(fd, mask, True)
+                self._ctl(fd, mask, True, _fd_tag(fd))
             except OSError:
                 pass
             e.mask = mask
         return old
 
     cdef int add_transport(self, int fd, object transport) except -1:
-        self._ctl(fd, ET_MASK, fd in self.fds)
+        # the event carries the transport's address: no lookup per event.  self.fds holds the
+        # reference that keeps the address valid while registered, and the graveyard until the
+        # end of the batch in which it was unregistered
+        old = self.fds.get(fd)
+        if old is not None and type(old) is not _FdEntry:
+            # its socket was closed behind its back and the number reused: forget it
+            if type(old) is _TCPTransport:
+                (<_TCPTransport>old)._registered = False
+            else:
+                (<_UDPTransport>old)._registered = False
+            self.graveyard.append(old)
+        self._ctl(fd, ET_MASK, old is not None, <uint64_t><void *>transport)
         self.fds[fd] = transport
         return 0
 
@@ -236,6 +254,7 @@ cdef class _Core:
         if self.fds.get(fd) is transport:
             del self.fds[fd]
             self._unregister(fd)
+            self.graveyard.append(transport)
 
     # -- the selector facade asyncio's own transports use in their __repr__ ----------------------
     def get_key(self, fileobj):
@@ -272,6 +291,9 @@ cdef class _Core:
         cdef _FdEntry e
         cdef int epfd = self.epfd
         cdef epoll_event *events = self.events
+        cdef uint64_t data
+        if self.graveyard:
+            self.graveyard.clear()   # no event of the previous batch can name them any more
         with nogil:
             n = epoll_wait(epfd, events, MAX_EVENTS, timeout_ms)
             if n < 0:
@@ -286,41 +308,47 @@ cdef class _Core:
         i = 0
         try:
             while i < n:
-                fd = events[i].data.fd
+                data = events[i].data.u64
                 ev = events[i].events
                 i += 1
-                entry = self.fds.get(fd)
-                if entry is None:
-                    if fd == self.efd:
-                        read(self.efd, &counter, 8)
+                if not (data & 1):
+                    entry = <object><void *>data
+                    if type(entry) is _TCPTransport:
+                        (<_TCPTransport>entry)._on_events(ev)
+                    else:
+                        (<_UDPTransport>entry)._on_events(ev)
                     continue
-                if type(entry) is _TCPTransport:
-                    (<_TCPTransport>entry)._on_events(ev)
-                elif type(entry) is _UDPTransport:
-                    (<_UDPTransport>entry)._on_events(ev)
-                else:
-                    e = <_FdEntry>entry
-                    if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and e.reader is not None:
-                        if e.reader._cancelled:
-                            self.clear_handler(fd, False)
-                        else:
-                            self.ready.append(e.reader)
-                    if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP) and e.writer is not None:
-                        if e.writer._cancelled:
-                            self.clear_handler(fd, True)
-                        else:
-                            self.ready.append(e.writer)
+                fd = <int>(data >> 1)
+                if fd == self.efd:
+                    read(self.efd, &counter, 8)
+                    continue
+                entry = self.fds.get(fd)
+                if type(entry) is not _FdEntry:
+                    continue   # removed by an earlier callback of this batch
+                e = <_FdEntry>entry
+                if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and e.reader is not None:
+                    if e.reader._cancelled:
+                        self.clear_handler(fd, False)
+                    else:
+                        self.ready.append(e.reader)
+                if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP) and e.writer is not None:
+                    if e.writer._cancelled:
+                        self.clear_handler(fd, True)
+                    else:
+                        self.ready.append(e.writer)
         except BaseException:
             # KeyboardInterrupt from a protocol, say: edges already taken from epoll for the
             # rest of this batch would never come again, so keep them as pending work
             while i < n:
-                self._defer(events[i].data.fd, events[i].events)
+                self._defer(events[i].data.u64, events[i].events)
                 i += 1
             raise
         return n
 
-    cdef void _defer(self, int fd, uint32_t ev) noexcept:
-        entry = self.fds.get(fd)
+    cdef void _defer(self, uint64_t data, uint32_t ev) noexcept:
+        if data & 1:
+            return   # level-triggered: epoll reports it again
+        entry = <object><void *>data
         try:
             if type(entry) is _TCPTransport:
                 (<_TCPTransport>entry)._defer_events(ev)
@@ -344,6 +372,7 @@ cdef class _Core:
             elif type(entry) is _UDPTransport:
                 (<_UDPTransport>entry)._release()
         self.fds.clear()
+        self.graveyard.clear()
         if self.epfd >= 0:
             close(self.epfd)
             self.epfd = -1
@@ -506,6 +535,39 @@ class Loop(asyncio.SelectorEventLoop):
 
     def _run_once(self):
         _loop_run_once(self, <_Core>self._core)
+
+    def run_forever(self):
+        """Run until stop() is called (asyncio's, with the iteration loop in C)."""
+        cdef _Core core = <_Core>self._core
+        if _HAS_RUN_FOREVER_SETUP:          # Python 3.12+
+            self._run_forever_setup()
+            try:
+                while True:
+                    _loop_run_once(self, core)
+                    if self._stopping:
+                        break
+            finally:
+                self._run_forever_cleanup()
+            return
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                                   finalizer=self._asyncgen_finalizer_hook)
+            events._set_running_loop(self)
+            while True:
+                _loop_run_once(self, core)
+                if self._stopping:
+                    break
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
 
     def _process_events(self, event_list):
         raise NotImplementedError("fastnet.Loop dispatches events in _run_once")

@@ -144,6 +144,8 @@ cdef class _UDPTransport:
 
     cdef int _defer_events(self, uint32_t ev) except -1:
         """An event that could not be handled in its batch: handle it on the next iteration."""
+        if not self._registered:
+            return 0
         if ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP):
             self._read_pending = True
             if self._started and self._reading and not self._closing:
@@ -157,6 +159,8 @@ cdef class _UDPTransport:
             self._sendto_ready()
 
     cdef int _on_events(self, uint32_t ev) except -1:
+        if not self._registered:
+            return 0   # a stale event of this batch: unregistered by an earlier callback
         if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
             self._read_pending = True
             if self._started and self._reading and not self._closing:
