@@ -472,3 +472,28 @@ def test_idle_connections_cost_little_memory(server, implementation):
     code, out, err = srv.stop()
     assert code == 0, err
     assert int(out.split()[1]) == count + 1
+
+
+# ---------------------------------------------------------------------------- with the load generator
+
+
+def test_load_generator_against_tcp_relay(tcp_relay):
+    from fastnet.bench import loadgen
+
+    r = loadgen.run_echo(*tcp_relay.address, conns=20, size=20000, secs=0.5, pipeline=3)
+    assert r["requests"] > 0
+    assert (r["errors"], r["mismatches"]) == (0, 0)
+    stats = tcp_relay.stop()
+    assert stats.connections == 20
+    assert stats.bytes >= r["bytes"]  # it may have echoed bytes the generator no longer read
+
+
+def test_load_generator_against_udp_relay(udp_relay):
+    from fastnet.bench import loadgen
+
+    r = loadgen.run_echo(*udp_relay.address, conns=10, size=1000, secs=0.5, udp=True, pipeline=4)
+    assert r["requests"] > 0
+    assert (r["errors"], r["mismatches"]) == (0, 0)
+    stats = udp_relay.stop()
+    assert stats.messages >= r["requests"]
+    assert stats.bytes == stats.messages * 1000
