@@ -279,8 +279,10 @@ def idle_memory(count: int) -> str:
             c.sendall(b"ping")
             ok += c.recv(4) == b"ping"
         after = rss_kib()
+        fds = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in server.pids())
         return (
-            f"idle: {count} connections held by the relay: resident set {after / 1024:.1f} MB "
+            f"idle: {count} connections held by the relay ({fds} descriptors open in it): "
+            f"resident set {after / 1024:.1f} MB "
             f"(was {before / 1024:.1f} MB with none; {(after - before) * 1024 / count:.0f} bytes each); "
             f"{ok} sampled connections echoed; target < 100 MB: {'met' if after < 100 * 1024 else 'NOT met'}"
         )
