@@ -196,8 +196,11 @@ def test_udp_honest_corrupting_and_dropping(server_factory):
     r = loadgen.run_echo("127.0.0.1", lossy.port, conns=1, size=64, secs=0.6, udp=True, udp_timeout=0.02)
     assert r["losses"] >= 3
     assert r["mismatches"] == 0
-    # each lost datagram costs a 20 ms timeout, so answered ones are ~3 per loss
-    assert r["requests"] == pytest.approx(3 * r["losses"], abs=3)
+    # the server answers 3 datagrams for each it drops; a reply slower than the timeout (a busy
+    # machine) counts as a loss and then as late, so take those out on both sides
+    answered = r["requests"] + r["late"]
+    dropped = r["losses"] - r["late"]
+    assert answered == pytest.approx(3 * dropped, abs=3)
 
 
 def test_ipv6_loopback(server_factory):
