@@ -32,6 +32,7 @@ import asyncio
 import collections
 import errno as _errno
 import heapq
+import inspect
 import logging
 import os
 import selectors
@@ -47,6 +48,8 @@ __all__ = ["Loop", "EventLoopPolicy", "new_event_loop", "install", "run"]
 logger = logging.getLogger("asyncio")  # asyncio's logger: same messages, same place as asyncio
 
 cdef object _Future = asyncio.Future
+# Python 3.13 made Server._attach/_detach take the transport (for close_clients/abort_clients)
+cdef bint _SERVER_TRACKS_TRANSPORTS = len(inspect.signature(base_events.Server._attach).parameters) > 1
 cdef bint _HAS_RUN_FOREVER_SETUP = hasattr(base_events.BaseEventLoop, "_run_forever_setup")
 cdef object _heappop = heapq.heappop
 cdef object _heappush = heapq.heappush

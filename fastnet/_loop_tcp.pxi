@@ -71,7 +71,10 @@ cdef class _TCPTransport:
         self._server = server
         base_events._set_nodelay(sock)
         if server is not None:
-            server._attach()
+            if _SERVER_TRACKS_TRANSPORTS:
+                server._attach(self)
+            else:
+                server._attach()
         loop._transports[self._sock_fd] = self
         # registered now, so that a write() from connection_made() can wait for EPOLLOUT; reads
         # are held back (_read_pending) until connection_made() has run, as asyncio does
@@ -489,7 +492,10 @@ cdef class _TCPTransport:
             self._loop = None
             server = self._server
             if server is not None:
-                server._detach()
+                if _SERVER_TRACKS_TRANSPORTS:
+                    server._detach(self)
+                else:
+                    server._detach()
                 self._server = None
 
     cdef void _release(self) noexcept:
