@@ -294,3 +294,15 @@ def test_cli_ctrl_c_ends_a_long_run(server_factory, impl_env):
             proc.communicate()
     assert proc.returncode == 130
     assert "Traceback" not in err
+
+
+def test_compiled_load_generator_is_built():
+    # Fails when the build silently left only the pure-Python twin.
+    import importlib
+
+    from fastnet import _compat
+
+    if _compat.NO_EXTENSIONS:
+        pytest.skip("FASTNET_NO_EXTENSIONS=1 asks for no compiled module")
+    module = importlib.import_module("fastnet.bench._loadgen_c")
+    assert module.__file__.endswith(".so"), module.__file__

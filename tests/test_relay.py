@@ -497,3 +497,15 @@ def test_load_generator_against_udp_relay(udp_relay):
     stats = udp_relay.stop()
     assert stats.messages >= r["requests"]
     assert stats.bytes == stats.messages * 1000
+
+
+def test_compiled_relay_is_built():
+    # Fails when the build silently left only the pure-Python twin.
+    import importlib
+
+    from fastnet import _compat
+
+    if _compat.NO_EXTENSIONS:
+        pytest.skip("FASTNET_NO_EXTENSIONS=1 asks for no compiled module")
+    module = importlib.import_module("fastnet._relay_c")
+    assert module.__file__.endswith(".so"), module.__file__
