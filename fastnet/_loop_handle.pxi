@@ -58,22 +58,26 @@ cdef class Handle:
         cdef object callback = self._callback
         cdef object args = self._args
         cdef object context = self._context
+        cdef object error = None
         PyContext_Enter(context)
         try:
             if args:
                 callback(*args)
             else:
                 callback()
-        except (SystemExit, KeyboardInterrupt):
-            raise
         except BaseException as exc:
-            self._loop.call_exception_handler({
-                "message": f"Exception in callback {_format_callback_source(callback, args)}",
-                "exception": exc,
-                "handle": self,
-            })
+            error = exc
         finally:
             PyContext_Exit(context)
+        if error is not None:
+            # outside the callback's context: Python 3.13's call_exception_handler enters it itself
+            if isinstance(error, (SystemExit, KeyboardInterrupt)):
+                raise error
+            self._loop.call_exception_handler({
+                "message": f"Exception in callback {_format_callback_source(callback, args)}",
+                "exception": error,
+                "handle": self,
+            })
         return 0
 
 
