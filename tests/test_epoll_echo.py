@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import queue
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -22,6 +23,11 @@ class _EchoServer:
             [sys.executable, "-m", "fastnet.epoll_echo", "--port", "0", *args],
             env=impl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
         )
+        # A thread reads stdout line by line: select() on a buffered pipe misses lines that an
+        # earlier readline() already pulled into the buffer.
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         line = self.readline()
         m = START.match(line.rstrip("\n"))
         assert m, repr(line) + self.proc.stderr.read()
@@ -29,15 +35,26 @@ class _EchoServer:
         self.port = int(self.port)
         self.workers = int(m.group(7) or 1)
 
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")
+
     def readline(self, timeout=20.0):
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, "server printed nothing"
-        return self.proc.stdout.readline()
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("server printed nothing") from None
 
     def stop(self, sig=signal.SIGINT):
         self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=20)
-        return self.proc.returncode, out, err
+        self.proc.wait(timeout=20)
+        self.reader.join(20)
+        err = self.proc.stderr.read()
+        out = []
+        while not self.lines.empty():
+            out.append(self.lines.get())
+        return self.proc.returncode, "".join(out), err
 
 
 @pytest.fixture
@@ -53,7 +70,10 @@ def echo_server(impl_env):
     for s in servers:
         if s.proc.poll() is None:
             s.proc.kill()
-            s.proc.communicate(timeout=20)
+            s.proc.wait(timeout=20)
+        s.reader.join(20)
+        s.proc.stdout.close()
+        s.proc.stderr.close()
 
 
 def _tcp_echo(port, payload, host="127.0.0.1"):
