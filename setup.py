@@ -31,7 +31,8 @@ BUILD_ONLY = {n.strip() for n in os.environ.get("FASTNET_BUILD_ONLY", "").split(
 
 # module name -> (Cython source, prefix of the hand-written C files in src_c/ it links)
 EXTENSIONS = {
-    "fastnet.tftp._codec_c": ("fastnet/tftp/_codec_c.pyx", "tftp"),
+    "fastnet.tftp._codec_c": ("fastnet/tftp/_codec_c.pyx", "tftp_codec"),
+    "fastnet.tftp._engine_c": ("fastnet/tftp/_engine_c.pyx", "tftp_engine"),
     "fastnet._loop_c": ("fastnet/_loop_c.pyx", "loop"),
     "fastnet._relay_c": ("fastnet/_relay_c.pyx", "relay"),
     "fastnet.bench._loadgen_c": ("fastnet/bench/_loadgen_c.pyx", "loadgen"),
