@@ -214,6 +214,7 @@ typedef struct {
     uint64_t recv_seq;
     size_t recv_off;
     int recv_bad;
+    uint64_t last_progress; /* when a byte last came back (or the connection (re)started) */
     uint64_t *starts; /* pipeline slots: start time of message seq is starts[seq % pipeline] */
     unsigned char *sbuf;
     /* UDP */
@@ -305,6 +306,7 @@ static void tcp_fail(lg_state *st, lg_conn *c, uint32_t index)
     c->recv_seq = c->send_seq;
     c->recv_off = 0;
     c->recv_bad = 0;
+    c->last_progress = now_ns();
     c->fd = open_connected(st->cfg, &st->addr, st->addrlen);
     if (c->fd < 0 || conn_register(st, c, index) < 0) {
         if (c->fd >= 0)
@@ -335,6 +337,7 @@ static void tcp_readable(lg_state *st, lg_conn *c, uint32_t index)
             return;
         }
         st->res->bytes += (uint64_t)n;
+        c->last_progress = now_ns();
         const unsigned char *p = st->rbuf;
         size_t left = (size_t)n;
         while (left) {
@@ -522,6 +525,8 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
 
     uint64_t start = now_ns();
     uint64_t deadline = start + (uint64_t)(cfg->secs * 1e9);
+    for (int i = 0; i < n; i++)
+        st.conns[i].last_progress = start;
     for (int i = 0; i < n; i++) {
         if (cfg->udp) {
             for (int s = 0; s < k; s++)
@@ -576,7 +581,16 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
         if (woken)
             break;
     }
-    res->elapsed = (double)(now_ns() - start) / 1e9;
+    uint64_t end = now_ns();
+    res->elapsed = (double)(end - start) / 1e9;
+    if (!cfg->udp) {
+        for (int i = 0; i < n; i++) {
+            lg_conn *c = &st.conns[i];
+            int waiting = c->send_seq != c->recv_seq || (c->sending && c->send_off > 0);
+            if (!c->dead && waiting && end - c->last_progress >= (uint64_t)(LG_STALL_SECS * 1e9))
+                res->stalled++;
+        }
+    }
     rc = 0;
 
 out:

@@ -19,6 +19,7 @@ extern "C" {
 #define LG_STAMP_SIZE 8u         /* little-endian stamp that opens every message */
 #define LG_UDP_MAX 65507u
 #define LG_TCP_MAX (64u << 20)
+#define LG_STALL_SECS 1.0        /* an in-flight message with no byte back for this long: stalled */
 #define LG_HIST_SUB 32           /* sub-buckets per power of two: ~3% latency resolution */
 #define LG_HIST_BUCKETS (64 * LG_HIST_SUB)
 
@@ -43,6 +44,7 @@ typedef struct lg_result {
     uint64_t mismatches;   /* echoed messages whose bytes differ from what was sent */
     uint64_t losses;       /* UDP datagrams not answered within udp_timeout */
     uint64_t late;         /* UDP replies that arrived after being counted lost */
+    uint64_t stalled;      /* TCP connections waiting, at the end, for an echo for LG_STALL_SECS or more */
     double elapsed;        /* seconds */
     double lat_min_us, lat_mean_us, lat_max_us;
     double p50_us, p90_us, p99_us, p999_us;

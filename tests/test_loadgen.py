@@ -162,6 +162,23 @@ def test_dropped_byte_is_a_mismatch(server_factory):
     assert r["mismatches"] >= 1
 
 
+def test_message_short_by_a_byte_stalls_its_connection(server_factory):
+    def drop_one(data, state):
+        if state["count"] <= 2500 < state["count"] + len(data):
+            i = 2500 - state["count"]
+            return data[:i] + data[i + 1 :]
+        return data
+
+    honest = server_factory()
+    r = loadgen.run_echo("127.0.0.1", honest.port, conns=2, size=1000, secs=1.2)
+    assert r["stalled"] == 0
+    srv = server_factory(transform=drop_one)
+    # one message in flight: the third never completes, and nothing else comes back
+    r = loadgen.run_echo("127.0.0.1", srv.port, conns=1, size=1000, secs=1.2)
+    assert r["requests"] == 2
+    assert r["stalled"] == 1
+
+
 def test_server_hanging_up_counts_errors_and_reconnects(server_factory):
     def hang_up_after_some(data, state):
         return None if state["count"] >= 5000 else data

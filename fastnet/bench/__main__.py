@@ -25,7 +25,7 @@ def format_text(result: dict) -> str:
         f"MB/s        {result['mb_per_sec']:.2f}  ({result['bytes']} bytes echoed)",
         f"latency us  p50 {lat['p50']:.1f}  p99 {lat['p99']:.1f}  p99.9 {lat['p99.9']:.1f}  max {lat['max']:.1f}",
         f"errors {result['errors']}  mismatches {result['mismatches']}  losses {result['losses']}"
-        f"  late {result['late']}",
+        f"  late {result['late']}  stalled {result['stalled']}",
     ]
     return "\n".join(lines)
 

@@ -37,6 +37,7 @@ cdef extern from "loadgen.h" nogil:
         uint64_t mismatches
         uint64_t losses
         uint64_t late
+        uint64_t stalled
         double elapsed
         double lat_min_us
         double lat_mean_us
@@ -105,7 +106,7 @@ def run_echo(host, port, *, conns=1, size=1024, secs=5.0, udp=False, pipeline=1,
     return _summarize(
         host=host, port=port, udp=udp, conns=conns, size=size, pipeline=pipeline,
         requests=res.requests, nbytes=res.bytes, elapsed=res.elapsed, errors=res.errors,
-        mismatches=res.mismatches, losses=res.losses, late=res.late,
+        mismatches=res.mismatches, losses=res.losses, late=res.late, stalled=res.stalled,
         lat_min_us=res.lat_min_us, lat_mean_us=res.lat_mean_us, lat_max_us=res.lat_max_us,
         p50_us=res.p50_us, p90_us=res.p90_us, p99_us=res.p99_us, p999_us=res.p999_us,
         implementation="c",

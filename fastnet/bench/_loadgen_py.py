@@ -19,6 +19,7 @@ IMPLEMENTATION_NAME = "python"
 
 PATTERN_SIZE = 65536
 STAMP_SIZE = 8
+STALL_SECS = 1.0  # an in-flight message with no byte back for this long, at the end: stalled
 UDP_MAX = 65507
 TCP_MAX = 64 << 20
 _MASK40 = (1 << 40) - 1
@@ -94,7 +95,7 @@ def _resolve(host: str, port: int, udp: bool) -> tuple[int, str]:
 
 
 def _summarize(*, host, port, udp, conns, size, pipeline, requests, nbytes, elapsed, errors, mismatches,
-               losses, late, lat_min_us, lat_mean_us, lat_max_us, p50_us, p90_us, p99_us, p999_us,
+               losses, late, stalled, lat_min_us, lat_mean_us, lat_max_us, p50_us, p90_us, p99_us, p999_us,
                implementation) -> dict[str, Any]:
     elapsed = float(elapsed) or 1e-9
     return {
@@ -123,6 +124,7 @@ def _summarize(*, host, port, udp, conns, size, pipeline, requests, nbytes, elap
         "mismatches": int(mismatches),
         "losses": int(losses),
         "late": int(late),
+        "stalled": int(stalled),
     }
 
 
@@ -134,6 +136,7 @@ class _Stats:
         self.mismatches = 0
         self.losses = 0
         self.late = 0
+        self.stalled = 0
         self.latencies: list[int] = []
 
 
@@ -151,7 +154,7 @@ def _connect(family: int, ip: str, port: int, udp: bool) -> socket.socket:
 
 
 class _TcpConn:
-    __slots__ = ("id", "sock", "send_seq", "outbuf", "inflight", "sent", "received", "dead")
+    __slots__ = ("id", "sock", "send_seq", "outbuf", "inflight", "sent", "received", "dead", "last_progress")
 
     def __init__(self, conn_id: int, sock: socket.socket) -> None:
         self.id = conn_id
@@ -163,6 +166,7 @@ class _TcpConn:
         self.sent = 0
         self.received = 0
         self.dead = False
+        self.last_progress = time.perf_counter()
 
 
 def _run_tcp(family, ip, port, conns, size, secs, pipeline, stats: _Stats) -> float:
@@ -209,6 +213,7 @@ def _run_tcp(family, ip, port, conns, size, secs, pipeline, stats: _Stats) -> fl
         c.outbuf.clear()
         c.inflight.clear()
         c.sent = c.received = 0
+        c.last_progress = time.perf_counter()
         try:
             c.sock = _connect(family, ip, port, False)
         except OSError:
@@ -230,6 +235,7 @@ def _run_tcp(family, ip, port, conns, size, secs, pipeline, stats: _Stats) -> fl
             fail(c)
             return
         stats.bytes += len(chunk)
+        c.last_progress = time.perf_counter()
         view = memoryview(chunk)
         while view:
             owed = c.sent - c.received
@@ -253,6 +259,8 @@ def _run_tcp(family, ip, port, conns, size, secs, pipeline, stats: _Stats) -> fl
 
     start = time.perf_counter()
     deadline = start + secs
+    for c in table:
+        c.last_progress = start
     try:
         for c in table:
             pump(c)
@@ -268,7 +276,11 @@ def _run_tcp(family, ip, port, conns, size, secs, pipeline, stats: _Stats) -> fl
                     readable(c)
                 elif events & selectors.EVENT_WRITE:
                     pump(c)
-        return time.perf_counter() - start
+        end = time.perf_counter()
+        for c in table:
+            if not c.dead and c.inflight and c.sent > c.received and end - c.last_progress >= STALL_SECS:
+                stats.stalled += 1
+        return end - start
     finally:
         for c in table:
             if not c.dead:
@@ -395,7 +407,7 @@ def run_echo(host, port, *, conns=1, size=1024, secs=5.0, udp=False, pipeline=1,
     return _summarize(
         host=host, port=port, udp=udp, conns=conns, size=size, pipeline=pipeline,
         requests=stats.requests, nbytes=stats.bytes, elapsed=elapsed, errors=stats.errors,
-        mismatches=stats.mismatches, losses=stats.losses, late=stats.late,
+        mismatches=stats.mismatches, losses=stats.losses, late=stats.late, stalled=stats.stalled,
         lat_min_us=lat[0] / 1000.0 if lat else 0.0,
         lat_mean_us=sum(lat) / len(lat) / 1000.0 if lat else 0.0,
         lat_max_us=lat[-1] / 1000.0 if lat else 0.0,

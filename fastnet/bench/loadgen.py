@@ -14,7 +14,9 @@ keeps *pipeline* messages in flight on each of *conns* connections (connected UD
   microseconds (the compiled generator buckets latencies at ~3 % resolution; the twin is exact)
 - ``errors`` (resets, unexpected EOF: the connection is reopened), ``mismatches`` (echoed messages
   whose bytes differ from those sent, or bytes nobody sent), ``losses`` (UDP datagrams unanswered
-  after *udp_timeout* seconds: a new one is sent), ``late`` (UDP replies after being counted lost)
+  after *udp_timeout* seconds: a new one is sent), ``late`` (UDP replies after being counted lost),
+  ``stalled`` (TCP connections still waiting at the end for an echo that sent no byte back for a
+  second or more: a server that lost bytes, or stopped answering)
 - ``implementation``, ``proto``, ``host``, ``port``, ``conns``, ``size``, ``pipeline``, ``elapsed``
 
 Every message starts with an 8-byte stamp (connection << 40 | sequence, little-endian) followed by a
