@@ -132,7 +132,7 @@ def c_load(port: int, conns: int, size: int, secs: float) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed: {out.stderr.strip()}")
     result = json.loads(out.stdout)
-    if result.get("errors") or result.get("mismatches"):
+    if result.get("errors") or result.get("mismatches") or result.get("stalled"):
         raise RuntimeError(f"load generator saw errors: {result}")
     return {"requests": result["requests"], "rps": result["requests_per_sec"],
             "p99_us": result["latency_us"]["p99"]}
@@ -250,6 +250,17 @@ def _size(n: int) -> str:
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"bench/loop.py: {exc}".splitlines()[0] if "\n" not in str(exc) else
+              f"bench/loop.py: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", nargs=2, metavar=("LOOP", "HANDLER"), help=argparse.SUPPRESS)
     parser.add_argument("--secs", type=float, default=3.0, help="seconds per measurement")
