@@ -34,6 +34,7 @@ seconds, options, retransmissions and outcome.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import logging
 import os
@@ -44,7 +45,7 @@ import tempfile
 import threading
 from typing import Any
 
-from . import codec
+from . import codec, engine
 from ._transfer import MAX_WINDOWSIZE, BlockSink, BlockSource, TransferStats, free_space, parse_uint
 
 __all__ = ["TftpServer", "DEFAULT_PORT"]
@@ -57,6 +58,12 @@ TEMP_PREFIX = ".fastnet-tftp-"
 TEMP_SUFFIX = ".part"
 _MAX_BACKOFF = 8.0
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _dally_seconds(timeout: float) -> float:
+    """How long the final ACK of an upload is kept answerable: long enough for the client's
+    retransmissions of its last block with backoff (timeout, 3x, 7x ...) to reach us, capped."""
+    return min(max(4 * timeout, 0.5), 10.0)
 
 
 class _Refused(Exception):
@@ -562,7 +569,7 @@ class _WriteSession(_Session):
         # RFC 1350: the side that sends the last ACK dallies, to answer a repeated last DATA
         self.dallying = True
         self.finish("ok")
-        self._timer = self._loop.call_later(min(2 * self._timeout, 10.0), self.close_transport)
+        self._timer = self._loop.call_later(_dally_seconds(self._timeout), self.close_transport)
 
     def _commit(self) -> None:
         if self._server.allow_overwrite:
@@ -587,6 +594,236 @@ class _WriteSession(_Session):
                 os.unlink(self._tmp)
             except FileNotFoundError:
                 pass
+
+
+class _EngineSession:
+    """An octet transfer whose DATA/ACK exchange runs in the transfer engine, in a worker thread.
+
+    The request, the options, the file checks and opening stay here, on the loop; so do the end
+    of the transfer (ERROR to the peer, renaming an upload, the access-log line) and the dally
+    of an upload's final ACK.  In between, :meth:`engine.Session.run` moves every DATA and ACK
+    (C: with the GIL released) and :meth:`abort` cancels it from the loop.
+    """
+
+    def __init__(self, server, peer, key, stats, sock, is_read, fileobj, target, blksize, window, timeout, oack) -> None:
+        self._server = server
+        self._loop = server._loop
+        self._peer = peer
+        self._key = key
+        self._sock = sock
+        self.stats = stats
+        self._is_read = is_read
+        self._file = fileobj
+        self._target = target
+        self._blksize = blksize
+        self._window = window
+        self._timeout = timeout
+        self._oack = oack
+        self._engine: Any = None
+        self._abort_message: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reading = False
+        self._committed = False
+        self._tmp: str | None = None
+        self._fd = -1
+        self._final_ack = b""
+        self._last_block = 0
+        self.done = False
+        self.dallying = False
+        self._started = self._loop.time()
+        if is_read:
+            self._fd = fileobj.fileno()
+        else:
+            self._fd, self._tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+
+    def start(self) -> None:
+        try:
+            if self._is_read:
+                first = self._oack
+            else:
+                first = self._oack if self._oack is not None else codec.encode_ack(0)
+            self._engine = engine.Session(
+                engine.SENDER if self._is_read else engine.RECEIVER, self._sock, self._fd, self._peer,
+                blksize=self._blksize, windowsize=self._window, timeout=self._timeout,
+                retries=self._server.retries, max_backoff=_MAX_BACKOFF, first=first,
+            )
+            future = self._loop.run_in_executor(self._server._executor(), self._engine.run)
+        except Exception as exc:
+            log.exception("tftp: session for %s failed to start", _fmt_peer(self._peer))
+            self.finish(f"internal error: {exc}", 0, "internal error")
+            return
+        future.add_done_callback(self._ran)
+
+    def _ran(self, future: Any) -> None:
+        eng = self._engine
+        try:
+            outcome = future.result()
+        except BaseException as exc:  # pragma: no cover - a bug, but never a crashed server
+            log.error("tftp: transfer engine for %s failed: %r", _fmt_peer(self._peer), exc)
+            eng.close()
+            self.finish(f"internal error: {exc}", 0, "internal error")
+            return
+        eng.close()  # the socket is non-blocking again, as the loop wants it
+        self.stats.retransmissions += eng.retransmissions
+        if self.done:
+            return
+        try:
+            if outcome == engine.DONE:
+                if self._is_read:
+                    self.finish("ok")
+                else:
+                    self._complete()
+            elif outcome == engine.TIMEOUT:
+                self.finish("timeout", 0, "timed out")
+            elif outcome == engine.STOP:
+                self._stopped(eng.stop_packet)
+            elif outcome == engine.CANCELLED:
+                message = self._abort_message or "cancelled"
+                self.finish("aborted: " + message, 0, message)
+            elif outcome == engine.IO_ERROR and not self._is_read:
+                self._write_failed(OSError(eng.error_errno, os.strerror(eng.error_errno)))
+            else:
+                reason = os.strerror(eng.error_errno) if eng.error_errno else f"engine outcome {outcome}"
+                self.finish(f"internal error: {reason}", 0, "internal error")
+        except Exception as exc:  # pragma: no cover
+            log.exception("tftp: session for %s failed", _fmt_peer(self._peer))
+            self.finish(f"internal error: {exc}", 0, "internal error")
+
+    def _stopped(self, data: bytes) -> None:
+        try:
+            packet = codec.decode(data)
+        except codec.DecodeError as exc:
+            self.finish(f"malformed packet: {exc}", 4, "malformed packet")
+            return
+        if type(packet) is codec.Error:
+            self.finish(f"peer error {int(packet.code)}: {packet.message}")
+        else:  # pragma: no cover - the engine stops only on the two above
+            self.finish(f"unexpected {type(packet).__name__}", 4, "unexpected packet")
+
+    def _write_failed(self, exc: OSError) -> None:
+        if exc.errno in _DISK_FULL_ERRNOS:
+            self.finish(f"disk full: {exc.strerror}", 3, "disk full or allocation exceeded")
+        else:
+            self.finish(f"write failed: {exc.strerror}", 0, "write failed")
+
+    def _complete(self) -> None:
+        block = (self._engine.next_block - 1) & 0xFFFF
+        try:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+            self._commit()
+        except _Refused as exc:
+            self.finish(f"refused: {exc.message}", exc.code, exc.message)
+            return
+        except OSError as exc:
+            self._write_failed(exc)
+            return
+        self._last_block = block
+        self._final_ack = codec.encode_ack(block)
+        self._send(self._final_ack)
+        # RFC 1350: the side that sends the last ACK dallies, to answer a repeated last DATA
+        self.dallying = True
+        self.finish("ok")
+        if self._sock.fileno() < 0:
+            return
+        self._loop.add_reader(self._sock.fileno(), self._dally_read)
+        self._reading = True
+        self._timer = self._loop.call_later(_dally_seconds(self._timeout), self.close_transport)
+
+    def _commit(self) -> None:
+        assert self._tmp is not None
+        if self._server.allow_overwrite:
+            os.replace(self._tmp, self._target)
+        else:
+            try:
+                os.link(self._tmp, self._target)  # atomic "create only if absent"
+            except FileExistsError:
+                raise _Refused(6, "file already exists") from None
+            os.unlink(self._tmp)
+        self._committed = True
+
+    def _dally_read(self) -> None:
+        for _ in range(16):
+            try:
+                data, addr = self._sock.recvfrom(codec.MAX_BLKSIZE + 8)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if addr != self._peer:
+                if not (len(data) >= 2 and data[0] == 0 and data[1] == 5):
+                    try:
+                        self._sock.sendto(codec.encode_error(5, "unknown transfer ID"), addr)
+                    except OSError:
+                        pass
+                continue
+            # our last ACK was lost: the client sent its last block again
+            if len(data) >= 4 and data[1] == 3 and ((data[2] << 8) | data[3]) == self._last_block:
+                self._send(self._final_ack)
+
+    def _send(self, packet: bytes) -> None:
+        try:
+            self._sock.sendto(packet, self._peer)
+        except OSError as exc:
+            log.debug("tftp: sendto %s failed: %s", _fmt_peer(self._peer), exc)
+
+    def finish(self, outcome: str, error_code: int | None = None, error_message: str = "") -> None:
+        """End the transfer: optional ERROR to the peer, clean up, one access-log line."""
+        if self.done:
+            return
+        self.done = True
+        if error_code is not None:
+            self._send(codec.encode_error(error_code, error_message))
+        self.cleanup()
+        self.stats.seconds = self._loop.time() - self._started
+        _log_access(self.stats, outcome)
+        if not self.dallying:
+            self.close_transport()
+        self._server._session_done(self)
+
+    def cleanup(self) -> None:
+        eng = self._engine
+        if eng is not None:
+            self.stats.bytes = eng.bytes
+            self.stats.blocks = eng.blocks
+        if self._is_read:
+            self._file.close()
+            return
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
+        if not self._committed and self._tmp is not None:
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+
+    def close_transport(self) -> None:
+        self._server._dallying.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._reading:
+            self._reading = False
+            try:
+                self._loop.remove_reader(self._sock.fileno())
+            except Exception:  # pragma: no cover - the loop is closing
+                pass
+        self._sock.close()
+
+    def abort(self, message: str) -> None:
+        if self.done:
+            if self.dallying:
+                self.close_transport()
+            return
+        if self._engine is not None:
+            self._abort_message = message
+            self._engine.cancel()  # the engine returns CANCELLED soon; _ran finishes the session
+        else:
+            self.finish("aborted: " + message, 0, message)
 
 
 class _Listener(asyncio.DatagramProtocol):
@@ -660,6 +897,7 @@ class TftpServer:
         self._closing = False
         self._closed: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.port: int | None = None
 
     # -- lifecycle
@@ -720,10 +958,18 @@ class TftpServer:
                 pass
         for session in list(self._sessions.values()):
             session.abort("server shutting down")
+        if self._sessions:  # transfers in the engine end as soon as they notice the cancellation
+            try:
+                await asyncio.wait_for(self._idle.wait(), 10)  # type: ignore[union-attr]
+            except asyncio.TimeoutError:  # pragma: no cover
+                log.error("tftp: %d transfer(s) did not stop", len(self._sessions))
         for session in list(self._dallying):
             session.close_transport()
         self._dallying.clear()
         await asyncio.sleep(0)  # let the transports close
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
         self._closed.set()
         log.info("tftp: stopped")
 
@@ -799,6 +1045,14 @@ class TftpServer:
 
     # -- requests
 
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        # one worker per transfer the engine runs: at most max_sessions threads, made on demand
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(1, self.max_sessions), thread_name_prefix="fastnet-tftp-engine"
+            )
+        return self._pool
+
     def _session_done(self, session: _Session) -> None:
         self._sessions.pop(session._key, None)
         if session.dallying:
@@ -864,7 +1118,10 @@ class TftpServer:
             raise
         self._sessions[key] = session
         self._idle.clear()  # type: ignore[union-attr]
-        self._loop.create_task(self._connect(session, sock))
+        if type(session) is _EngineSession:
+            session.start()
+        else:
+            self._loop.create_task(self._connect(session, sock))
 
     async def _connect(self, session: _Session, sock: socket.socket) -> None:
         try:
@@ -873,7 +1130,7 @@ class TftpServer:
             log.error("tftp: cannot start a transfer for %s: %s", _fmt_peer(session._peer), exc)
             session.finish(f"internal error: {exc}")
 
-    def _prepare(self, request: Any, is_read: bool, netascii: bool, addr: tuple, key: tuple, sock: socket.socket) -> _Session:
+    def _prepare(self, request: Any, is_read: bool, netascii: bool, addr: tuple, key: tuple, sock: socket.socket) -> Any:
         name = request.filename
         path = resolve_path(self.root, name)
         directory = os.path.dirname(path)
@@ -894,6 +1151,15 @@ class TftpServer:
             options=dict(accepted), total=size if is_read else None,
         )
         oack = codec.encode_oack(accepted) if accepted else None
+        if not netascii and engine.enabled() and (oack is None or len(oack) <= engine.FIRST_MAX):
+            try:
+                return _EngineSession(self, addr, key, stats, sock, is_read, fileobj if is_read else None,
+                                      path, blksize, window, timeout, oack)
+            except OSError as exc:
+                if is_read:
+                    fileobj.close()
+                raise _Refused(2 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else 0,
+                               f"cannot create the file: {exc.strerror}") from None
         if is_read:
             return _ReadSession(self, addr, key, stats, sock, fileobj, blksize, window, timeout, netascii, oack)
         try:

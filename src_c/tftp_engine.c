@@ -1,0 +1,541 @@
+/* TFTP transfer engine: see tftp_engine.h. */
+#include "tftp_engine.h"
+#include "tftp_codec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_SLOTS 64u
+#define SENDER_RBUF 65540u
+#define MIN_SLOT 2048u
+#define READ_AHEAD (256u * 1024u)
+#define STAGE_SIZE (256u * 1024u)
+
+typedef struct {
+    struct mmsghdr *msgs;
+    struct iovec *iov;
+    uint8_t *hdrs;                  /* 4 bytes per message */
+    struct sockaddr_storage *addrs; /* receiver: one per slot */
+    uint8_t *rbuf;                  /* sender: one datagram */
+    int orig_flags;
+    struct timeval orig_rcvtimeo;
+} scratch_t;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int same_addr(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b)
+{
+    (void)alen;
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+    }
+    return 0;
+}
+
+static void send_to(int sock, const void *p, size_t n, const struct sockaddr_storage *to, socklen_t tolen)
+{
+    while (sendto(sock, p, n, 0, (const struct sockaddr *)to, tolen) < 0 && errno == EINTR)
+        ;
+    /* other failures: the packet is lost, a timeout resends it */
+}
+
+static void send_ack(tftp_session *s, uint64_t block)
+{
+    uint8_t ack[4];
+    tftp_build_ack(ack, (uint16_t)(block & 0xFFFF));
+    send_to(s->sock, ack, 4, &s->peer, s->peer_len);
+}
+
+static void stray(tftp_session *s, const uint8_t *p, size_t n, const struct sockaddr_storage *from, socklen_t fromlen)
+{
+    /* RFC 1350: a packet from an unknown TID gets ERROR 5; the transfer goes on untouched */
+    if (n >= 2 && p[0] == 0 && p[1] == TFTP_ERROR)
+        return; /* never answer an ERROR with an ERROR */
+    static const char msg[] = "unknown transfer ID";
+    uint8_t out[5 + sizeof msg];
+    tftp_str m = {(const uint8_t *)msg, sizeof msg - 1};
+    size_t len = tftp_build_error(out, 5, m);
+    send_to(s->sock, out, len, from, fromlen);
+}
+
+static int stop(tftp_session *s, const uint8_t *p, size_t n)
+{
+    free(s->stop_packet);
+    s->stop_packet = malloc(n ? n : 1);
+    if (s->stop_packet == NULL) {
+        s->error_errno = ENOMEM;
+        return s->outcome = TFTP_ENGINE_IO_ERROR;
+    }
+    memcpy(s->stop_packet, p, n);
+    s->stop_len = n;
+    return s->outcome = TFTP_ENGINE_STOP;
+}
+
+/* A packet that is neither the expected DATA/ACK nor a stray: STOP or ignore (returns -1). */
+static int other_packet(tftp_session *s, const uint8_t *p, size_t n)
+{
+    tftp_packet pk;
+    if (tftp_parse(p, n, &pk) < 0)
+        return stop(s, p, n);
+    switch (pk.opcode) {
+    case TFTP_ERROR:
+        return stop(s, p, n);
+    case TFTP_RRQ:
+    case TFTP_WRQ:
+        if (s->flags & TFTP_ENGINE_FLAG_STRICT)
+            return stop(s, p, n);
+        return -1;
+    case TFTP_OACK:
+        if (s->role == TFTP_ENGINE_RECEIVER && (s->flags & TFTP_ENGINE_FLAG_OACK_REACK) && s->base == 1 && s->first_len)
+            send_to(s->sock, s->first, s->first_len, &s->peer, s->peer_len); /* a repeated OACK */
+        return -1;
+    default:
+        return -1;
+    }
+}
+
+static void progress(tftp_session *s, double t)
+{
+    s->tries = 0;
+    s->wait = s->timeout;
+    s->deadline = t + s->wait;
+}
+
+/* ------------------------------------------------------------------ init / free */
+
+int tftp_session_init(tftp_session *s)
+{
+    if ((s->role != TFTP_ENGINE_SENDER && s->role != TFTP_ENGINE_RECEIVER) || s->blksize < TFTP_MIN_BLKSIZE ||
+        s->blksize > TFTP_MAX_BLKSIZE || s->window < 1 || !(s->timeout > 0) || s->first_len > TFTP_ENGINE_FIRST_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (s->max_backoff < 1)
+        s->max_backoff = 1;
+    if (s->base == 0)
+        s->base = 1;
+    s->sent_hi = s->base - 1;
+    s->outcome = TFTP_ENGINE_RUNNING;
+    scratch_t *sc = calloc(1, sizeof *sc);
+    if (sc == NULL)
+        return -1;
+    s->scratch = sc;
+    unsigned n;
+    if (s->role == TFTP_ENGINE_SENDER) {
+        n = s->window;
+        size_t want = (size_t)s->window * s->blksize;
+        s->buf_cap = want > READ_AHEAD ? want : READ_AHEAD;
+        s->buf_cap -= s->buf_cap % s->blksize;
+        sc->rbuf = malloc(SENDER_RBUF);
+    } else {
+        n = s->window < MAX_SLOTS ? s->window : MAX_SLOTS;
+        s->nslots = n;
+        s->slot = s->blksize + 4u < MIN_SLOT ? MIN_SLOT : s->blksize + 4u;
+        s->buf_cap = s->slot * n;
+        s->stage_cap = STAGE_SIZE > 2u * s->blksize ? STAGE_SIZE : 2u * s->blksize;
+        s->stage = malloc(s->stage_cap);
+        sc->addrs = calloc(n, sizeof *sc->addrs);
+    }
+    s->buf = malloc(s->buf_cap);
+    sc->msgs = calloc(n, sizeof *sc->msgs);
+    sc->iov = calloc(2u * n, sizeof *sc->iov);
+    sc->hdrs = calloc(n, 4);
+    if (s->buf == NULL || sc->msgs == NULL || sc->iov == NULL || sc->hdrs == NULL ||
+        (s->role == TFTP_ENGINE_SENDER ? sc->rbuf == NULL : (s->stage == NULL || sc->addrs == NULL))) {
+        tftp_session_free(s);
+        errno = ENOMEM;
+        return -1;
+    }
+    /* blocking socket, kernel receive timeout of one slice (restored by tftp_session_free) */
+    sc->orig_flags = fcntl(s->sock, F_GETFL);
+    if (sc->orig_flags >= 0 && (sc->orig_flags & O_NONBLOCK))
+        fcntl(s->sock, F_SETFL, sc->orig_flags & ~O_NONBLOCK);
+    socklen_t tl = sizeof sc->orig_rcvtimeo;
+    getsockopt(s->sock, SOL_SOCKET, SO_RCVTIMEO, &sc->orig_rcvtimeo, &tl);
+    s->slice = s->timeout / 4;
+    if (s->slice > 0.05)
+        s->slice = 0.05;
+    if (s->slice < 0.001)
+        s->slice = 0.001;
+    struct timeval tv = {0, (suseconds_t)(s->slice * 1e6)};
+    setsockopt(s->sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return 0;
+}
+
+void tftp_session_free(tftp_session *s)
+{
+    scratch_t *sc = s->scratch;
+    if (sc != NULL) {
+        if (sc->orig_flags >= 0 && (sc->orig_flags & O_NONBLOCK))
+            fcntl(s->sock, F_SETFL, sc->orig_flags);
+        setsockopt(s->sock, SOL_SOCKET, SO_RCVTIMEO, &sc->orig_rcvtimeo, sizeof sc->orig_rcvtimeo);
+        free(sc->msgs);
+        free(sc->iov);
+        free(sc->hdrs);
+        free(sc->addrs);
+        free(sc->rbuf);
+        free(sc);
+        s->scratch = NULL;
+    }
+    free(s->buf);
+    s->buf = NULL;
+    free(s->stage);
+    s->stage = NULL;
+    free(s->stop_packet);
+    s->stop_packet = NULL;
+    s->stop_len = 0;
+}
+
+/* ------------------------------------------------------------------ sender */
+
+/* Make buf hold the file bytes from `off` on, up to buf_cap (or the end of the file). */
+static int fill(tftp_session *s, off_t off, size_t len)
+{
+    if (off >= s->buf_off && (off + (off_t)len <= s->buf_off + (off_t)s->buf_have ||
+                              (s->eof && off <= s->buf_off + (off_t)s->buf_have)))
+        return 0;
+    s->buf_off = off;
+    s->buf_have = 0;
+    s->eof = 0;
+    while (s->buf_have < s->buf_cap) {
+        ssize_t n = pread(s->fd, s->buf + s->buf_have, s->buf_cap - s->buf_have, off + (off_t)s->buf_have);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            s->error_errno = errno;
+            s->buf_have = 0;
+            s->buf_off = -1;
+            return -1;
+        }
+        if (n == 0) {
+            s->eof = 1;
+            break;
+        }
+        s->buf_have += (size_t)n;
+    }
+    return 0;
+}
+
+/* Send blocks base .. base+window-1 (fewer at the end of the file) with one sendmmsg().
+ * Returns how many went out, or -1 on a read error. */
+static int64_t send_window(tftp_session *s)
+{
+    scratch_t *sc = s->scratch;
+    const uint32_t bs = s->blksize;
+    const uint64_t base = s->base;
+    const off_t start = s->file_start + (off_t)((base - 1) * bs);
+    if (s->buf_off < 0)
+        s->buf_off = 0, s->buf_have = 0;
+    if (fill(s, start, (size_t)s->window * bs) < 0)
+        return -1;
+    unsigned n = 0;
+    for (uint64_t k = base; k < base + s->window; k++) {
+        off_t boff = start + (off_t)((k - base) * bs);
+        off_t end = s->buf_off + (off_t)s->buf_have;
+        size_t plen = boff >= end ? 0 : (size_t)(end - boff) < bs ? (size_t)(end - boff) : bs;
+        uint8_t *h = sc->hdrs + 4u * n;
+        tftp_build_ack(h, (uint16_t)(k & 0xFFFF));
+        h[1] = TFTP_DATA;
+        struct iovec *iov = sc->iov + 2u * n;
+        iov[0].iov_base = h;
+        iov[0].iov_len = 4;
+        iov[1].iov_base = s->buf + (boff - s->buf_off);
+        iov[1].iov_len = plen;
+        struct msghdr *m = &sc->msgs[n].msg_hdr;
+        memset(m, 0, sizeof *m);
+        m->msg_name = &s->peer;
+        m->msg_namelen = s->peer_len;
+        m->msg_iov = iov;
+        m->msg_iovlen = plen ? 2 : 1;
+        n++;
+        if (plen < bs) {
+            s->last = k;
+            s->last_len = (uint32_t)plen;
+            break;
+        }
+    }
+    unsigned sent = 0;
+    while (sent < n) {
+        int r = sendmmsg(s->sock, sc->msgs + sent, n - sent, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+                break; /* the rest goes after a timeout or a gap */
+            sent++;    /* this packet is lost: a timeout resends it */
+            continue;
+        }
+        sent += (unsigned)r;
+    }
+    s->sent_hi = base + sent - 1;
+    return sent;
+}
+
+static int run_sender(tftp_session *s)
+{
+    scratch_t *sc = s->scratch;
+    const int oack = s->first_len > 0;
+    int64_t r;
+    if (!s->started) {
+        s->started = 1;
+        s->wait = s->timeout;
+        s->buf_off = -1;
+        if (oack) {
+            if (!s->first_sent)
+                send_to(s->sock, s->first, s->first_len, &s->peer, s->peer_len);
+            s->first_sent = 1;
+        } else if (send_window(s) < 0) {
+            return s->outcome = TFTP_ENGINE_IO_ERROR;
+        }
+        s->deadline = now_s() + s->wait;
+    }
+    for (;;) {
+        if (s->cancel)
+            return s->outcome = TFTP_ENGINE_CANCELLED;
+        double t = now_s();
+        if (s->report_interval > 0 && t >= s->next_report) {
+            s->next_report = t + s->report_interval;
+            return TFTP_ENGINE_PROGRESS;
+        }
+        if (t >= s->deadline) {
+            if (++s->tries > s->retries)
+                return s->outcome = TFTP_ENGINE_TIMEOUT;
+            s->wait *= 2;
+            if (s->wait > s->timeout * s->max_backoff)
+                s->wait = s->timeout * s->max_backoff;
+            if (s->first_len) {
+                s->retransmissions++;
+                send_to(s->sock, s->first, s->first_len, &s->peer, s->peer_len);
+            } else {
+                if ((r = send_window(s)) < 0)
+                    return s->outcome = TFTP_ENGINE_IO_ERROR;
+                s->retransmissions += (uint64_t)r;
+            }
+            s->deadline = t + s->wait;
+            continue;
+        }
+        struct sockaddr_storage from;
+        socklen_t fromlen = sizeof from;
+        ssize_t n = recvfrom(s->sock, sc->rbuf, SENDER_RBUF, 0, (struct sockaddr *)&from, &fromlen);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNREFUSED)
+                continue;
+            s->error_errno = errno;
+            return s->outcome = TFTP_ENGINE_SOCK_ERROR;
+        }
+        const uint8_t *p = sc->rbuf;
+        if (!same_addr(&from, fromlen, &s->peer)) {
+            stray(s, p, (size_t)n, &from, fromlen);
+            continue;
+        }
+        if (n == 4 && p[0] == 0 && p[1] == TFTP_ACK) {
+            uint16_t block = (uint16_t)((p[2] << 8) | p[3]);
+            if (s->first_len) { /* waiting for the ACK of our OACK */
+                if (block == 0) {
+                    s->first_len = 0;
+                    progress(s, t);
+                    if (send_window(s) < 0)
+                        return s->outcome = TFTP_ENGINE_IO_ERROR;
+                }
+                continue;
+            }
+            uint64_t delta = (uint16_t)(block - s->base + 1);
+            if (delta > 0 && delta <= s->sent_hi - s->base + 1) {
+                s->base += delta;
+                s->blocks = s->base - 1;
+                s->bytes = (s->base - 1) * (uint64_t)s->blksize;
+                progress(s, t);
+                if (s->last && s->base > s->last) {
+                    s->blocks = s->last;
+                    s->bytes = (s->last - 1) * (uint64_t)s->blksize + s->last_len;
+                    return s->outcome = TFTP_ENGINE_DONE;
+                }
+                s->dup_resent = 0;
+                if (send_window(s) < 0)
+                    return s->outcome = TFTP_ENGINE_IO_ERROR;
+            } else if (delta == 0 && s->window > 1 && !s->dup_resent) {
+                /* RFC 7440: the receiver saw a gap at the window's first block: resend, once */
+                s->dup_resent = 1;
+                if ((r = send_window(s)) < 0)
+                    return s->outcome = TFTP_ENGINE_IO_ERROR;
+                s->retransmissions += (uint64_t)r;
+            }
+            /* else a duplicate ACK: ignored (RFC 1123, no Sorcerer's Apprentice) */
+            continue;
+        }
+        int o = other_packet(s, p, (size_t)n);
+        if (o >= 0)
+            return o;
+    }
+}
+
+/* ------------------------------------------------------------------ receiver */
+
+static int flush_stage(tftp_session *s)
+{
+    size_t done = 0;
+    while (done < s->stage_have) {
+        ssize_t n = write(s->fd, s->stage + done, s->stage_have - done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            s->error_errno = errno;
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    s->stage_have = 0;
+    return 0;
+}
+
+static int stage_write(tftp_session *s, const uint8_t *p, size_t n)
+{
+    if (s->stage_have + n > s->stage_cap && flush_stage(s) < 0)
+        return -1;
+    memcpy(s->stage + s->stage_have, p, n);
+    s->stage_have += n;
+    s->bytes += n;
+    return 0;
+}
+
+static int run_receiver(tftp_session *s)
+{
+    scratch_t *sc = s->scratch;
+    if (!s->started) {
+        s->started = 1;
+        s->wait = s->timeout;
+        if (!s->first_sent && s->first_len)
+            send_to(s->sock, s->first, s->first_len, &s->peer, s->peer_len);
+        s->first_sent = 1;
+        s->deadline = now_s() + s->wait;
+    }
+    const unsigned nslots = s->nslots;
+    for (;;) {
+        if (s->cancel)
+            return s->outcome = TFTP_ENGINE_CANCELLED;
+        double t = now_s();
+        if (s->report_interval > 0 && t >= s->next_report) {
+            s->next_report = t + s->report_interval;
+            return TFTP_ENGINE_PROGRESS;
+        }
+        if (t >= s->deadline) {
+            if (++s->tries > s->retries) {
+                if (flush_stage(s) < 0)
+                    return s->outcome = TFTP_ENGINE_IO_ERROR;
+                return s->outcome = TFTP_ENGINE_TIMEOUT;
+            }
+            s->wait *= 2;
+            if (s->wait > s->timeout * s->max_backoff)
+                s->wait = s->timeout * s->max_backoff;
+            s->retransmissions++;
+            if (s->base == 1 && s->first_len)
+                send_to(s->sock, s->first, s->first_len, &s->peer, s->peer_len);
+            else
+                send_ack(s, s->base - 1);
+            s->in_window = 0;
+            s->deadline = t + s->wait;
+            continue;
+        }
+        for (unsigned i = 0; i < nslots; i++) {
+            struct msghdr *m = &sc->msgs[i].msg_hdr;
+            sc->iov[i].iov_base = s->buf + (size_t)i * s->slot;
+            sc->iov[i].iov_len = s->slot;
+            m->msg_name = &sc->addrs[i];
+            m->msg_namelen = sizeof sc->addrs[i];
+            m->msg_iov = &sc->iov[i];
+            m->msg_iovlen = 1;
+            m->msg_control = NULL;
+            m->msg_controllen = 0;
+            m->msg_flags = 0;
+        }
+        int got = recvmmsg(s->sock, sc->msgs, nslots, MSG_WAITFORONE, NULL);
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNREFUSED)
+                continue;
+            s->error_errno = errno;
+            return s->outcome = TFTP_ENGINE_SOCK_ERROR;
+        }
+        for (int i = 0; i < got; i++) {
+            const uint8_t *p = s->buf + (size_t)i * s->slot;
+            size_t n = sc->msgs[i].msg_len;
+            struct msghdr *m = &sc->msgs[i].msg_hdr;
+            if (!same_addr(&sc->addrs[i], m->msg_namelen, &s->peer)) {
+                stray(s, p, n, &sc->addrs[i], m->msg_namelen);
+                continue;
+            }
+            if (m->msg_flags & MSG_TRUNC)
+                continue; /* longer than any DATA of this blksize: dropped */
+            if (n >= 4 && p[0] == 0 && p[1] == TFTP_DATA) {
+                uint16_t block = (uint16_t)((p[2] << 8) | p[3]);
+                size_t plen = n - 4;
+                if (block == (uint16_t)s->base) {
+                    if (stage_write(s, p + 4, plen) < 0)
+                        return s->outcome = TFTP_ENGINE_IO_ERROR;
+                    s->base++;
+                    s->blocks++;
+                    s->in_window++;
+                    s->gap_acked = 0;
+                    progress(s, t);
+                    if (plen < s->blksize) {
+                        if (flush_stage(s) < 0)
+                            return s->outcome = TFTP_ENGINE_IO_ERROR;
+                        if (s->flags & TFTP_ENGINE_FLAG_ACK_LAST)
+                            send_ack(s, block);
+                        return s->outcome = TFTP_ENGINE_DONE;
+                    }
+                    if (s->in_window >= s->window) {
+                        s->in_window = 0;
+                        send_ack(s, block);
+                    }
+                } else if (s->window == 1) {
+                    if (s->base > 1 && block == (uint16_t)(s->base - 1))
+                        send_ack(s, s->base - 1); /* our ACK was lost: ACK again */
+                } else if (!s->gap_acked && (uint16_t)(block - s->base) < s->window) {
+                    /* a gap inside the window (RFC 7440): ACK the last good block, once */
+                    s->gap_acked = 1;
+                    s->in_window = 0;
+                    send_ack(s, s->base - 1);
+                    s->retransmissions++;
+                }
+                continue;
+            }
+            int o = other_packet(s, p, n);
+            if (o >= 0) {
+                if (flush_stage(s) < 0)
+                    return s->outcome = TFTP_ENGINE_IO_ERROR;
+                return o;
+            }
+        }
+    }
+}
+
+int tftp_session_run(tftp_session *s)
+{
+    if (s->scratch == NULL) {
+        s->error_errno = EINVAL;
+        return s->outcome = TFTP_ENGINE_IO_ERROR;
+    }
+    if (s->outcome != TFTP_ENGINE_RUNNING)
+        return s->outcome;
+    return s->role == TFTP_ENGINE_SENDER ? run_sender(s) : run_receiver(s);
+}
