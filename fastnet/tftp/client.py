@@ -23,6 +23,7 @@ packet costs one ``recvfrom`` and one ``sendto`` system call.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import stat
@@ -32,7 +33,7 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Union
 
-from . import codec
+from . import codec, engine
 from ._transfer import MAX_WINDOWSIZE, MODES, BlockSink, BlockSource, TransferStats, free_space, parse_uint
 from .errors import TftpError, TftpProtocolError, TftpRemoteError, TftpTimeout
 
@@ -265,8 +266,9 @@ def download(
     dally: _Dally | None = None
     try:
         sink = BlockSink(fileobj, netascii=(mode == "netascii"))
+        direct = fileobj if mode == "octet" and _has_fd(fileobj) else None
         try:
-            dally = _receive(channel, codec.encode_rrq(remote, mode, options), options, sink, stats, progress, tmp)
+            dally = _receive(channel, codec.encode_rrq(remote, mode, options), options, sink, stats, progress, tmp, direct)
         except TftpRemoteError as exc:
             if exc.code != 8 or not options or stats.blocks or stats.options:
                 raise
@@ -275,7 +277,7 @@ def download(
             channel.close()
             channel = _Channel(host, port, timeout, retries)
             stats.peer = channel.server
-            dally = _receive(channel, codec.encode_rrq(remote, mode), {}, sink, stats, progress, tmp)
+            dally = _receive(channel, codec.encode_rrq(remote, mode), {}, sink, stats, progress, tmp, direct)
         sink.finish()
         if tmp is not None:
             fileobj.close()
@@ -313,6 +315,92 @@ def _send_error(sock: socket.socket, addr: tuple, code: int, message: str) -> No
         pass
 
 
+def _has_fd(fileobj: Any) -> bool:
+    """Whether *fileobj* is a file with a real descriptor the engine can use directly."""
+    try:
+        fd = fileobj.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
+    return isinstance(fd, int) and fd >= 0
+
+
+def _engine_run(eng: Any, stats: TransferStats, progress: Progress | None, report: Callable[[], None]) -> int:
+    try:
+        while True:
+            outcome = eng.run()
+            if outcome != engine.PROGRESS:
+                return outcome
+            if progress is not None:
+                report()
+                progress(stats)
+    finally:
+        eng.close()
+
+
+def _engine_failed(eng: Any, outcome: int, sock: socket.socket, peer: tuple, retries: int) -> BaseException:
+    """The exception for an engine run that did not end in DONE (an ERROR is sent when due)."""
+    if outcome == engine.TIMEOUT:
+        _send_error(sock, peer, 0, "timed out")
+        return TftpTimeout(f"transfer stalled at block {eng.next_block} after {retries} retries")
+    if outcome == engine.STOP:
+        data = eng.stop_packet
+        try:
+            packet = codec.decode(data)
+        except codec.DecodeError as exc:
+            _send_error(sock, peer, 4, "malformed packet")
+            return TftpProtocolError(f"malformed packet from the server: {exc}", 4)
+        if type(packet) is codec.Error:
+            return _remote_error(packet)
+        _send_error(sock, peer, 4, "unexpected packet")
+        return TftpProtocolError(f"unexpected {type(packet).__name__} from the server", 4)
+    code = eng.error_errno or 5
+    return OSError(code, os.strerror(code))
+
+
+def _engine_receive(
+    channel: _Channel,
+    peer: tuple,
+    fileobj: BinaryIO,
+    blksize: int,
+    window: int,
+    expected: int,
+    last_sent: bytes,
+    blocks: int,
+    sink: BlockSink,
+    stats: TransferStats,
+    progress: Progress | None,
+    started: float,
+) -> _Dally:
+    """The rest of an octet download in the transfer engine: blocks *expected* on, written to *fileobj*."""
+    fileobj.flush()  # what Python wrote so far goes first
+    sock = channel.sock
+    eng = engine.Session(
+        engine.RECEIVER, sock, fileobj.fileno(), peer, blksize=blksize, windowsize=window, timeout=channel.timeout,
+        retries=channel.retries, max_backoff=_MAX_BACKOFF, first=last_sent, first_sent=True, start_block=expected,
+        strict=True, ack_last=True, oack_reack=expected == 1, report_interval=_PROGRESS_EVERY if progress else 0.0,
+    )
+    before = blocks * blksize  # every block before the hand-off was full
+
+    def report() -> None:
+        stats.blocks = blocks + eng.blocks
+        stats.bytes = before + eng.bytes
+        stats.seconds = time.monotonic() - started
+
+    channel._current = None  # the engine sets the socket's receive timeout: Python sets its own again
+    outcome = _engine_run(eng, stats, progress, report)
+    stats.retransmissions += eng.retransmissions
+    if outcome != engine.DONE:
+        raise _engine_failed(eng, outcome, sock, peer, channel.retries)
+    stats.seconds = time.monotonic() - started
+    stats.blocks = blocks + eng.blocks
+    sink.bytes_written = before + eng.bytes
+    if progress is not None:
+        stats.bytes = sink.bytes_written
+        progress(stats)
+    last = (eng.next_block - 1) & 0xFFFF
+    return _Dally(channel, peer, last, codec.encode_ack(last), min(2 * channel.timeout, 10.0))
+
+
 def _receive(
     channel: _Channel,
     request: bytes,
@@ -321,8 +409,13 @@ def _receive(
     stats: TransferStats,
     progress: Progress | None,
     tmp_path: str | None,
+    direct: BinaryIO | None = None,
 ) -> _Dally | None:
-    """The receiving side of an RRQ: returns the dallying thread (not started) after the last ACK."""
+    """The receiving side of an RRQ: returns the dallying thread (not started) after the last ACK.
+
+    With *direct* (the octet target, a file with a descriptor), the rest of the transfer goes to
+    the transfer engine once the first answer is handled (see :func:`_engine_receive`).
+    """
     sock = channel.sock
     recvfrom = sock.recvfrom
     sendto = sock.sendto
@@ -423,6 +516,10 @@ def _receive(
                     last_sent = encode_ack(block)
                     sendto(last_sent, peer)
                     in_window = 0
+                    if direct is not None and engine.enabled():
+                        return _engine_receive(
+                            channel, peer, direct, blksize, window, expected, last_sent, blocks, sink, stats, progress, started
+                        )
                     if tries:
                         tries = 0
                         wait = base_timeout
@@ -469,6 +566,8 @@ def _receive(
             last_sent = encode_ack(0)
             sendto(last_sent, peer)
             sent_at = monotonic()
+            if direct is not None and engine.enabled():
+                return _engine_receive(channel, peer, direct, blksize, window, 1, last_sent, 0, sink, stats, progress, started)
             continue
         if kind is Error:
             raise _remote_error(packet)
@@ -546,6 +645,58 @@ def upload(
     return stats
 
 
+def _regular_file_offset(fileobj: Any) -> int | None:
+    """The current offset of *fileobj* when it is a regular file the engine can pread, else None."""
+    if not _has_fd(fileobj):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fileobj.fileno()).st_mode):
+            return None
+        return fileobj.tell()
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return None
+
+
+def _engine_send(
+    channel: _Channel,
+    peer: tuple,
+    fileobj: BinaryIO,
+    start: int,
+    blksize: int,
+    window: int,
+    stats: TransferStats,
+    progress: Progress | None,
+    started: float,
+) -> None:
+    """An octet upload's DATA in the transfer engine, read from *fileobj* at offset *start* on."""
+    sock = channel.sock
+    eng = engine.Session(
+        engine.SENDER, sock, fileobj.fileno(), peer, blksize=blksize, windowsize=window, timeout=channel.timeout,
+        retries=channel.retries, max_backoff=_MAX_BACKOFF, file_start=start, strict=True,
+        report_interval=_PROGRESS_EVERY if progress else 0.0,
+    )
+
+    def report() -> None:
+        stats.blocks = eng.blocks
+        stats.bytes = eng.bytes
+        stats.seconds = time.monotonic() - started
+
+    channel._current = None
+    outcome = _engine_run(eng, stats, progress, report)
+    stats.retransmissions += eng.retransmissions
+    try:
+        fileobj.seek(start + eng.bytes)  # where reading it would have left it
+    except (OSError, ValueError):
+        pass
+    if outcome != engine.DONE:
+        raise _engine_failed(eng, outcome, sock, peer, channel.retries)
+    stats.blocks = eng.blocks
+    stats.bytes = eng.bytes
+    stats.seconds = time.monotonic() - started
+    if progress is not None:
+        progress(stats)
+
+
 def _send(
     channel: _Channel,
     request: bytes,
@@ -583,6 +734,8 @@ def _send(
     sent_hi = 0  # highest block sent in the current window
     last_block = 0  # the final (short) block's number once it has been read; 0 = not yet
     dup_resent = False
+    # an octet upload of a regular file goes to the transfer engine after the negotiation
+    start = None if netascii or not engine.enabled() else _regular_file_offset(fileobj)
 
     def send_window() -> int:
         nonlocal sent_hi, last_block
@@ -649,6 +802,9 @@ def _send(
                     continue
                 # the server ignored our options (or we sent none): RFC 1350 defaults
                 stats.options = {}
+                if start is not None:
+                    _engine_send(channel, peer, fileobj, start, blksize, window, stats, progress, started)
+                    return
                 source = BlockSource(fileobj, blksize, netascii=netascii, size_hint=stats.total)
                 base = 1
                 send_window()
@@ -698,6 +854,9 @@ def _send(
                 raise
             blksize = stats.blksize
             window = stats.windowsize
+            if start is not None:
+                _engine_send(channel, peer, fileobj, start, blksize, window, stats, progress, started)
+                return
             source = BlockSource(fileobj, blksize, netascii=netascii, size_hint=stats.total)
             send_window()
             sent_at = monotonic()
