@@ -1,0 +1,231 @@
+"""fastnet.tftp.engine: the DATA/ACK exchange of a transfer, alone and inside the server and client."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import socket
+import threading
+
+import pytest
+from tftp_helpers import RawPeer, fastnet_server, fill
+
+from fastnet.tftp import client, codec, engine
+
+
+@pytest.fixture
+def root(tmp_path):
+    d = tmp_path / "root"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def pair():
+    """Two bound loopback UDP sockets: (a, b)."""
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind(("127.0.0.1", 0))
+    b.bind(("127.0.0.1", 0))
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def _run_in_thread(session):
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(session.run)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_sender_and_receiver_roll_over_past_block_65535_and_count_alike(pair, tmp_path):
+    a, b = pair
+    size = 65537 * 8 + 5  # 8-byte blocks: the block number wraps to 0 and goes on
+    data = fill(str(tmp_path / "src.bin"), size, seed=3)
+    with open(tmp_path / "src.bin", "rb") as src, open(tmp_path / "dst.bin", "wb") as dst:
+        sender = engine.Session(engine.SENDER, a, src.fileno(), b.getsockname(), blksize=8, windowsize=32,
+                                timeout=5.0, retries=3)
+        receiver = engine.Session(engine.RECEIVER, b, dst.fileno(), a.getsockname(), blksize=8, windowsize=32,
+                                  timeout=5.0, retries=3, ack_last=True)
+        future = _run_in_thread(sender)
+        assert receiver.run() == engine.DONE
+        assert future.result(60) == engine.DONE
+        sender.close()
+        receiver.close()
+    assert (tmp_path / "dst.bin").read_bytes() == data
+    assert sender.bytes == receiver.bytes == size
+    assert sender.blocks == receiver.blocks == 65538
+    assert receiver.next_block == sender.next_block == 65539
+    assert sender.retransmissions == receiver.retransmissions == 0
+
+
+def test_sender_starts_at_the_file_offset_and_block_given(pair, tmp_path):
+    a, b = pair
+    data = fill(str(tmp_path / "src.bin"), 3000, seed=5)
+    with open(tmp_path / "src.bin", "rb") as src, open(tmp_path / "dst.bin", "wb") as dst:
+        sender = engine.Session(engine.SENDER, a, src.fileno(), b.getsockname(), blksize=512, windowsize=1,
+                                timeout=5.0, retries=3, file_start=1000, start_block=3)
+        receiver = engine.Session(engine.RECEIVER, b, dst.fileno(), a.getsockname(), blksize=512, windowsize=1,
+                                  timeout=5.0, retries=3, start_block=3, ack_last=True)
+        future = _run_in_thread(sender)
+        assert receiver.run() == engine.DONE
+        assert future.result(30) == engine.DONE
+    # file_start is where block 1 would begin: block 3 is 1024 bytes further
+    assert (tmp_path / "dst.bin").read_bytes() == data[1000 + 1024 :]
+    assert receiver.blocks == sender.blocks - 2 == 2 and receiver.next_block == 5
+
+
+def test_sender_stops_on_the_peers_error_in_the_middle_of_a_window(pair, tmp_path):
+    a, b = pair
+    fill(str(tmp_path / "src.bin"), 512 * 20)
+    b.settimeout(5)
+    with open(tmp_path / "src.bin", "rb") as src:
+        sender = engine.Session(engine.SENDER, a, src.fileno(), b.getsockname(), blksize=512, windowsize=8,
+                                timeout=5.0, retries=3)
+        future = _run_in_thread(sender)
+        blocks = [codec.decode(b.recvfrom(2000)[0]).block for _ in range(3)]
+        error = codec.encode_error(0, "user cancelled")
+        b.sendto(error, a.getsockname())
+        assert future.result(30) == engine.STOP
+        sender.close()
+    assert blocks == [1, 2, 3]
+    assert sender.stop_packet == error
+    assert codec.decode(sender.stop_packet) == codec.Error(0, "user cancelled")
+    assert sender.blocks == 0 and sender.bytes == 0
+
+
+def test_receiver_answers_a_stranger_with_error_5_and_goes_on(pair, tmp_path):
+    a, b = pair
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger, open(tmp_path / "dst.bin", "wb") as dst:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.settimeout(5)
+        receiver = engine.Session(engine.RECEIVER, b, dst.fileno(), a.getsockname(), blksize=512, windowsize=1,
+                                  timeout=5.0, retries=3, first=codec.encode_ack(0), ack_last=True)
+        future = _run_in_thread(receiver)
+        a.settimeout(5)
+        assert codec.decode(a.recvfrom(100)[0]) == codec.Ack(0)  # the first packet goes out
+        stranger.sendto(codec.encode_data(1, b"x" * 512), b.getsockname())
+        reply = codec.decode(stranger.recvfrom(100)[0])
+        a.sendto(codec.encode_data(1, b"y" * 10), b.getsockname())
+        assert future.result(30) == engine.DONE
+        assert codec.decode(a.recvfrom(100)[0]) == codec.Ack(1)
+    assert type(reply) is codec.Error and reply.code == 5
+    assert (tmp_path / "dst.bin").read_bytes() == b"y" * 10
+
+
+def test_cancel_ends_a_waiting_run(pair, tmp_path):
+    a, b = pair
+    with open(tmp_path / "dst.bin", "wb") as dst:
+        receiver = engine.Session(engine.RECEIVER, b, dst.fileno(), a.getsockname(), blksize=512, windowsize=4,
+                                  timeout=30.0, retries=1)
+        future = _run_in_thread(receiver)
+        threading.Timer(0.2, receiver.cancel).start()
+        assert future.result(60) == engine.CANCELLED  # (a timeout would take a minute)
+
+
+def test_engine_restores_the_sockets_mode(pair, tmp_path):
+    a, b = pair
+    b.setblocking(False)
+    with open(tmp_path / "dst.bin", "wb") as dst:
+        receiver = engine.Session(engine.RECEIVER, b, dst.fileno(), a.getsockname(), blksize=512, windowsize=1,
+                                  timeout=0.05, retries=0)
+        assert receiver.run() == engine.TIMEOUT
+        receiver.close()
+    with pytest.raises(BlockingIOError):
+        b.recvfrom(100)
+
+
+# ---------------------------------------------------------------------------- in the server
+
+
+def test_server_session_aborted_by_the_peers_error_mid_window(root, caplog):
+    caplog.set_level(logging.INFO, logger="fastnet.tftp.access")
+    fill(str(root / "f.bin"), 512 * 40)
+    with fastnet_server(str(root), timeout=5.0) as server, RawPeer() as peer:
+        peer.send(codec.encode_rrq("f.bin", options={"windowsize": "8"}), server.port)
+        oack, tid = peer.recv()
+        assert oack == codec.OptionAck({"windowsize": "8"})
+        peer.send(codec.encode_ack(0), tid)
+        assert [peer.recv()[0].block for _ in range(3)] == [1, 2, 3]
+        peer.send(codec.encode_error(0, "enough"), tid)
+        for _ in range(200):
+            if server.sessions == 0:
+                break
+            threading.Event().wait(0.01)
+        rest = peer.quiet(0.3)
+    assert all(type(p) is codec.Data and p.block <= 8 for p, _ in rest)  # the window in flight, no more
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
+    assert len(lines) == 1 and "outcome=peer error 0: enough" in lines[0] and "bytes=0" in lines[0]
+
+
+def test_many_concurrent_transfers_in_both_directions(root, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="fastnet.tftp.access")
+    files = {f"d{i}.bin": fill(str(root / f"d{i}.bin"), 20_000 + 997 * i, seed=i) for i in range(16)}
+    uploads = {f"u{i}.bin": fill(str(tmp_path / f"u{i}.bin"), 30_000 + 313 * i, seed=100 + i) for i in range(8)}
+    options = [{}, {"blksize": 1468}, {"blksize": 1024, "windowsize": 8}, {"windowsize": 16}]
+
+    def download(i, name):
+        target = tmp_path / ("got-" + name)
+        return client.download("127.0.0.1", name, str(target), port=server.port, timeout=2.0, **options[i % 4])
+
+    def upload(i, name):
+        return client.upload("127.0.0.1", str(tmp_path / name), name, port=server.port, timeout=2.0, **options[i % 4])
+
+    with fastnet_server(str(root), allow_write=True, max_sessions=32) as server:
+        with concurrent.futures.ThreadPoolExecutor(24) as pool:
+            downs = {name: pool.submit(download, i, name) for i, name in enumerate(files)}
+            ups = {name: pool.submit(upload, i, name) for i, name in enumerate(uploads)}
+            stats = {name: f.result(60) for name, f in {**downs, **ups}.items()}
+    for name, data in files.items():
+        assert (tmp_path / ("got-" + name)).read_bytes() == data
+        assert stats[name].bytes == len(data)
+    for name, data in uploads.items():
+        assert (root / name).read_bytes() == data
+        assert stats[name].bytes == len(data)
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
+    assert len(lines) == 24 and all("outcome=ok" in line for line in lines)
+    for name, data in {**files, **uploads}.items():
+        line = next(line for line in lines if f"file='{name}'" in line)
+        assert f"bytes={len(data)} " in line
+
+
+def test_client_statistics_from_the_engine(root, tmp_path):
+    data = fill(str(root / "f.bin"), 100_000)
+    with fastnet_server(str(root), allow_write=True) as server:
+        down = client.download("127.0.0.1", "f.bin", str(tmp_path / "got.bin"), port=server.port,
+                               blksize=1000, windowsize=4)
+        (tmp_path / "up.bin").write_bytes(data)
+        with open(tmp_path / "up.bin", "rb") as f:
+            f.seek(1000)  # an upload sends the rest of a file object from its position on
+            up = client.upload("127.0.0.1", f, "up.bin", port=server.port, blksize=1000)
+            assert f.tell() == len(data)
+    assert (tmp_path / "got.bin").read_bytes() == data
+    assert (down.bytes, down.blocks, down.retransmissions) == (100_000, 101, 0)
+    assert (root / "up.bin").read_bytes() == data[1000:]
+    assert (up.bytes, up.blocks, up.retransmissions) == (99_000, 100, 0)
+
+
+def test_the_engine_can_be_switched_off(root, tmp_path, monkeypatch):
+    data = fill(str(root / "f.bin"), 50_000)
+
+    class Refused:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("the engine was used")
+
+    monkeypatch.setenv("FASTNET_TFTP_ENGINE", "0")
+    monkeypatch.setattr(engine, "Session", Refused)
+    with fastnet_server(str(root), allow_write=True) as server:
+        client.download("127.0.0.1", "f.bin", str(tmp_path / "got.bin"), port=server.port, windowsize=4)
+        client.upload("127.0.0.1", str(tmp_path / "got.bin"), "back.bin", port=server.port)
+    assert (tmp_path / "got.bin").read_bytes() == data
+    assert (root / "back.bin").read_bytes() == data
+
+
+def test_engine_implementation_follows_the_switch(implementation):
+    assert engine.IMPLEMENTATION == implementation
+    assert engine.Session.__module__ == {"c": "fastnet.tftp._engine_c", "python": "fastnet.tftp._engine_py"}[implementation]
