@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -18,6 +19,14 @@
 #define MIN_SLOT 2048u
 #define READ_AHEAD (256u * 1024u)
 #define STAGE_SIZE (256u * 1024u)
+#define GSO_MAX_BYTES 65000u   /* payload bytes of one GSO super-datagram (UDP's limit is 65507) */
+#define GSO_MAX_SEGS 64u       /* the kernel's UDP_MAX_SEGMENTS */
+#define GRO_SLOT 65536u        /* a coalesced GRO datagram is at most this long */
+#define GRO_SLOTS 16u
+#define DIRECT_WRITE 8192u      /* payloads this large skip the receiver's staging buffer */
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
 
 typedef struct {
     struct mmsghdr *msgs;
@@ -25,9 +34,15 @@ typedef struct {
     uint8_t *hdrs;                  /* 4 bytes per message */
     struct sockaddr_storage *addrs; /* receiver: one per slot */
     uint8_t *rbuf;                  /* sender: one datagram */
+    uint8_t *cmsgs;                 /* one control buffer per message (GSO out, GRO in) */
+    unsigned *segs;                 /* sender: packets per message */
     int orig_flags;
+    int gro;                        /* receiver: UDP_GRO is on (turned off again by free) */
+    int gso;                        /* sender: UDP_SEGMENT works (cleared on the first refusal) */
     struct timeval orig_rcvtimeo;
 } scratch_t;
+
+#define CMSG_SLOT CMSG_SPACE(sizeof(int))
 
 static double now_s(void)
 {
@@ -147,10 +162,23 @@ int tftp_session_init(tftp_session *s)
         s->buf_cap = want > READ_AHEAD ? want : READ_AHEAD;
         s->buf_cap -= s->buf_cap % s->blksize;
         sc->rbuf = malloc(SENDER_RBUF);
+        sc->segs = calloc(n, sizeof *sc->segs);
+        /* a window of small blocks goes out as GSO super-datagrams: the kernel cuts them into
+         * DATA packets (or hands them whole to a receiver with UDP_GRO, such as this engine) */
+        sc->gso = s->window > 1 && 2u * (s->blksize + 4u) <= GSO_MAX_BYTES;
     } else {
         n = s->window < MAX_SLOTS ? s->window : MAX_SLOTS;
-        s->nslots = n;
         s->slot = s->blksize + 4u < MIN_SLOT ? MIN_SLOT : s->blksize + 4u;
+        if (s->window > 1 && 2u * (s->blksize + 4u) <= GSO_MAX_BYTES) {
+            int on = 1;
+            if (setsockopt(s->sock, SOL_UDP, UDP_GRO, &on, sizeof on) == 0) {
+                sc->gro = 1;
+                s->slot = GRO_SLOT;
+                if (n > GRO_SLOTS)
+                    n = GRO_SLOTS;
+            }
+        }
+        s->nslots = n;
         s->buf_cap = s->slot * n;
         s->stage_cap = STAGE_SIZE > 2u * s->blksize ? STAGE_SIZE : 2u * s->blksize;
         s->stage = malloc(s->stage_cap);
@@ -159,9 +187,14 @@ int tftp_session_init(tftp_session *s)
     s->buf = malloc(s->buf_cap);
     sc->msgs = calloc(n, sizeof *sc->msgs);
     sc->iov = calloc(2u * n, sizeof *sc->iov);
-    sc->hdrs = calloc(n, 4);
-    if (s->buf == NULL || sc->msgs == NULL || sc->iov == NULL || sc->hdrs == NULL ||
-        (s->role == TFTP_ENGINE_SENDER ? sc->rbuf == NULL : (s->stage == NULL || sc->addrs == NULL))) {
+    sc->hdrs = calloc(s->role == TFTP_ENGINE_SENDER ? s->window : n, 4);
+    sc->cmsgs = calloc(n, CMSG_SLOT);
+    if (s->role == TFTP_ENGINE_SENDER) { /* iov: two per packet of a window */
+        free(sc->iov);
+        sc->iov = calloc(2u * s->window, sizeof *sc->iov);
+    }
+    if (s->buf == NULL || sc->msgs == NULL || sc->iov == NULL || sc->hdrs == NULL || sc->cmsgs == NULL ||
+        (s->role == TFTP_ENGINE_SENDER ? (sc->rbuf == NULL || sc->segs == NULL) : (s->stage == NULL || sc->addrs == NULL))) {
         tftp_session_free(s);
         errno = ENOMEM;
         return -1;
@@ -189,6 +222,12 @@ void tftp_session_free(tftp_session *s)
         if (sc->orig_flags >= 0 && (sc->orig_flags & O_NONBLOCK))
             fcntl(s->sock, F_SETFL, sc->orig_flags);
         setsockopt(s->sock, SOL_SOCKET, SO_RCVTIMEO, &sc->orig_rcvtimeo, sizeof sc->orig_rcvtimeo);
+        if (sc->gro) {
+            int off = 0;
+            setsockopt(s->sock, SOL_UDP, UDP_GRO, &off, sizeof off);
+        }
+        free(sc->cmsgs);
+        free(sc->segs);
         free(sc->msgs);
         free(sc->iov);
         free(sc->hdrs);
@@ -248,45 +287,79 @@ static int64_t send_window(tftp_session *s)
         s->buf_off = 0, s->buf_have = 0;
     if (fill(s, start, (size_t)s->window * bs) < 0)
         return -1;
-    unsigned n = 0;
+    unsigned npk = 0; /* packets of this window */
     for (uint64_t k = base; k < base + s->window; k++) {
         off_t boff = start + (off_t)((k - base) * bs);
         off_t end = s->buf_off + (off_t)s->buf_have;
         size_t plen = boff >= end ? 0 : (size_t)(end - boff) < bs ? (size_t)(end - boff) : bs;
-        uint8_t *h = sc->hdrs + 4u * n;
+        uint8_t *h = sc->hdrs + 4u * npk;
         tftp_build_ack(h, (uint16_t)(k & 0xFFFF));
         h[1] = TFTP_DATA;
-        struct iovec *iov = sc->iov + 2u * n;
+        struct iovec *iov = sc->iov + 2u * npk;
         iov[0].iov_base = h;
         iov[0].iov_len = 4;
         iov[1].iov_base = s->buf + (boff - s->buf_off);
         iov[1].iov_len = plen;
-        struct msghdr *m = &sc->msgs[n].msg_hdr;
-        memset(m, 0, sizeof *m);
-        m->msg_name = &s->peer;
-        m->msg_namelen = s->peer_len;
-        m->msg_iov = iov;
-        m->msg_iovlen = plen ? 2 : 1;
-        n++;
+        npk++;
         if (plen < bs) {
             s->last = k;
             s->last_len = (uint32_t)plen;
             break;
         }
     }
-    unsigned sent = 0;
-    while (sent < n) {
-        int r = sendmmsg(s->sock, sc->msgs + sent, n - sent, 0);
+    uint64_t sent = 0; /* packets sent */
+    unsigned done = 0; /* packets handed to the kernel or given up */
+    while (done < npk) {
+        /* group the packets from `done` on into messages: GSO super-datagrams or single packets */
+        unsigned nm = 0, p = done;
+        const size_t seg = bs + 4u;
+        while (p < npk) {
+            unsigned k = 1;
+            if (sc->gso)
+                while (p + k < npk && k < GSO_MAX_SEGS && (k + 1) * seg <= GSO_MAX_BYTES)
+                    k++;
+            struct msghdr *m = &sc->msgs[nm].msg_hdr;
+            memset(m, 0, sizeof *m);
+            m->msg_name = &s->peer;
+            m->msg_namelen = s->peer_len;
+            m->msg_iov = sc->iov + 2u * p;
+            m->msg_iovlen = 2u * k;
+            if (k > 1) {
+                uint8_t *cbuf = sc->cmsgs + (size_t)nm * CMSG_SLOT;
+                memset(cbuf, 0, CMSG_SLOT);
+                m->msg_control = cbuf;
+                m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+                struct cmsghdr *c = CMSG_FIRSTHDR(m);
+                c->cmsg_level = SOL_UDP;
+                c->cmsg_type = UDP_SEGMENT;
+                c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+                uint16_t gso = (uint16_t)seg;
+                memcpy(CMSG_DATA(c), &gso, sizeof gso);
+            }
+            sc->segs[nm] = k;
+            nm++;
+            p += k;
+        }
+        int r = sendmmsg(s->sock, sc->msgs, nm, 0);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
                 break; /* the rest goes after a timeout or a gap */
-            sent++;    /* this packet is lost: a timeout resends it */
+            if (sc->gso && sc->segs[0] > 1) {
+                sc->gso = 0; /* no UDP GSO here (old kernel, odd route): single packets from now on */
+                continue;
+            }
+            done += sc->segs[0]; /* lost: a timeout resends it */
             continue;
         }
-        sent += (unsigned)r;
+        for (int i = 0; i < r; i++) {
+            done += sc->segs[i];
+            sent += sc->segs[i];
+        }
     }
+    (void)sent;
+    sent = done; /* packets lost to a send error count as sent: the peer's silence resends them */
     s->sent_hi = base + sent - 1;
     return sent;
 }
@@ -391,11 +464,11 @@ static int run_sender(tftp_session *s)
 
 /* ------------------------------------------------------------------ receiver */
 
-static int flush_stage(tftp_session *s)
+static int write_all(tftp_session *s, const uint8_t *p, size_t len)
 {
     size_t done = 0;
-    while (done < s->stage_have) {
-        ssize_t n = write(s->fd, s->stage + done, s->stage_have - done);
+    while (done < len) {
+        ssize_t n = write(s->fd, p + done, len - done);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -404,18 +477,74 @@ static int flush_stage(tftp_session *s)
         }
         done += (size_t)n;
     }
+    return 0;
+}
+
+static int flush_stage(tftp_session *s)
+{
+    if (s->stage_have && write_all(s, s->stage, s->stage_have) < 0)
+        return -1;
     s->stage_have = 0;
     return 0;
 }
 
 static int stage_write(tftp_session *s, const uint8_t *p, size_t n)
 {
+    if (n >= DIRECT_WRITE) { /* a big block is written as it is: no copy through the stage */
+        if (flush_stage(s) < 0 || write_all(s, p, n) < 0)
+            return -1;
+        s->bytes += n;
+        return 0;
+    }
     if (s->stage_have + n > s->stage_cap && flush_stage(s) < 0)
         return -1;
     memcpy(s->stage + s->stage_have, p, n);
     s->stage_have += n;
     s->bytes += n;
     return 0;
+}
+
+/* One datagram from the peer: returns an outcome, or -1 to go on. */
+static int datagram(tftp_session *s, const uint8_t *p, size_t n, double t)
+{
+    if (n >= 4 && p[0] == 0 && p[1] == TFTP_DATA) {
+        uint16_t block = (uint16_t)((p[2] << 8) | p[3]);
+        size_t plen = n - 4;
+        if (block == (uint16_t)s->base) {
+            if (stage_write(s, p + 4, plen) < 0)
+                return s->outcome = TFTP_ENGINE_IO_ERROR;
+            s->base++;
+            s->blocks++;
+            s->in_window++;
+            s->gap_acked = 0;
+            progress(s, t);
+            if (plen < s->blksize) {
+                if (flush_stage(s) < 0)
+                    return s->outcome = TFTP_ENGINE_IO_ERROR;
+                if (s->flags & TFTP_ENGINE_FLAG_ACK_LAST)
+                    send_ack(s, block);
+                return s->outcome = TFTP_ENGINE_DONE;
+            }
+            if (s->in_window >= s->window) {
+                s->in_window = 0;
+                send_ack(s, block);
+            }
+        } else if (s->window == 1) {
+            if (s->base > 1 && block == (uint16_t)(s->base - 1))
+                send_ack(s, s->base - 1); /* our ACK was lost: ACK again */
+        } else if (!s->gap_acked && (uint16_t)(block - s->base) < s->window) {
+            /* a gap inside the window (RFC 7440): ACK the last good block, once */
+            s->gap_acked = 1;
+            s->in_window = 0;
+            send_ack(s, s->base - 1);
+            s->retransmissions++;
+        }
+        return -1;
+    }
+    int o = other_packet(s, p, n);
+    if (o >= 0 && flush_stage(s) < 0)
+        return s->outcome = TFTP_ENGINE_IO_ERROR;
+    return o;
 }
 
 static int run_receiver(tftp_session *s)
@@ -464,8 +593,8 @@ static int run_receiver(tftp_session *s)
             m->msg_namelen = sizeof sc->addrs[i];
             m->msg_iov = &sc->iov[i];
             m->msg_iovlen = 1;
-            m->msg_control = NULL;
-            m->msg_controllen = 0;
+            m->msg_control = sc->gro ? sc->cmsgs + (size_t)i * CMSG_SLOT : NULL;
+            m->msg_controllen = sc->gro ? CMSG_SLOT : 0;
             m->msg_flags = 0;
         }
         int got = recvmmsg(s->sock, sc->msgs, nslots, MSG_WAITFORONE, NULL);
@@ -485,45 +614,24 @@ static int run_receiver(tftp_session *s)
             }
             if (m->msg_flags & MSG_TRUNC)
                 continue; /* longer than any DATA of this blksize: dropped */
-            if (n >= 4 && p[0] == 0 && p[1] == TFTP_DATA) {
-                uint16_t block = (uint16_t)((p[2] << 8) | p[3]);
-                size_t plen = n - 4;
-                if (block == (uint16_t)s->base) {
-                    if (stage_write(s, p + 4, plen) < 0)
-                        return s->outcome = TFTP_ENGINE_IO_ERROR;
-                    s->base++;
-                    s->blocks++;
-                    s->in_window++;
-                    s->gap_acked = 0;
-                    progress(s, t);
-                    if (plen < s->blksize) {
-                        if (flush_stage(s) < 0)
-                            return s->outcome = TFTP_ENGINE_IO_ERROR;
-                        if (s->flags & TFTP_ENGINE_FLAG_ACK_LAST)
-                            send_ack(s, block);
-                        return s->outcome = TFTP_ENGINE_DONE;
+            size_t seg = n;
+            if (sc->gro) { /* several datagrams coalesced by the kernel: cut them apart */
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+                    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+                        int g;
+                        memcpy(&g, CMSG_DATA(c), sizeof g);
+                        if (g > 0)
+                            seg = (size_t)g;
                     }
-                    if (s->in_window >= s->window) {
-                        s->in_window = 0;
-                        send_ack(s, block);
-                    }
-                } else if (s->window == 1) {
-                    if (s->base > 1 && block == (uint16_t)(s->base - 1))
-                        send_ack(s, s->base - 1); /* our ACK was lost: ACK again */
-                } else if (!s->gap_acked && (uint16_t)(block - s->base) < s->window) {
-                    /* a gap inside the window (RFC 7440): ACK the last good block, once */
-                    s->gap_acked = 1;
-                    s->in_window = 0;
-                    send_ack(s, s->base - 1);
-                    s->retransmissions++;
                 }
-                continue;
             }
-            int o = other_packet(s, p, n);
-            if (o >= 0) {
-                if (flush_stage(s) < 0)
-                    return s->outcome = TFTP_ENGINE_IO_ERROR;
-                return o;
+            for (size_t off = 0; off < n || (off == 0 && n == 0); off += seg) {
+                size_t len = n - off < seg ? n - off : seg;
+                int o = datagram(s, p + off, len, t);
+                if (o >= 0)
+                    return o;
+                if (seg == 0)
+                    break;
             }
         }
     }
