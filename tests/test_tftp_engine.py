@@ -229,3 +229,13 @@ def test_the_engine_can_be_switched_off(root, tmp_path, monkeypatch):
 def test_engine_implementation_follows_the_switch(implementation):
     assert engine.IMPLEMENTATION == implementation
     assert engine.Session.__module__ == {"c": "fastnet.tftp._engine_c", "python": "fastnet.tftp._engine_py"}[implementation]
+
+
+def test_download_into_an_open_file_object_continues_after_its_content(root, tmp_path):
+    data = fill(str(root / "f.bin"), 70_000)
+    with fastnet_server(str(root)) as server, open(tmp_path / "out.bin", "wb") as f:
+        f.write(b"prefix")  # still in the object's buffer when the transfer starts
+        client.download("127.0.0.1", "f.bin", f, port=server.port, blksize=1468, windowsize=8)
+        assert f.tell() == 6 + len(data)
+        f.write(b"suffix")
+    assert (tmp_path / "out.bin").read_bytes() == b"prefix" + data + b"suffix"

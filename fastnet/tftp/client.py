@@ -389,6 +389,10 @@ def _engine_receive(
     channel._current = None  # the engine sets the socket's receive timeout: Python sets its own again
     outcome = _engine_run(eng, stats, progress, report)
     stats.retransmissions += eng.retransmissions
+    try:
+        fileobj.seek(0, os.SEEK_CUR)  # a buffered file object learns where the engine left the descriptor
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
     if outcome != engine.DONE:
         raise _engine_failed(eng, outcome, sock, peer, channel.retries)
     stats.seconds = time.monotonic() - started
