@@ -69,7 +69,7 @@ def free_udp_port() -> int:
 
 
 def wait_ready(port: int, seconds: float = 10) -> None:
-    from fastnet.tftp import codec
+    from fastnet.tftp import codec, engine
 
     deadline = time.monotonic() + seconds
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, REPO)
     from fastnet import loop as _loop
-    from fastnet.tftp import codec
+    from fastnet.tftp import codec, engine
 
     for tool in ("taskset", "curl", "in.tftpd"):
         if not (shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}")):
@@ -215,7 +215,8 @@ def main(argv=None) -> int:
     print(f"# TFTP benchmark: {args.size:g} MiB file on loopback, median of {args.runs} run(s)")
     print(f"# {platform.node()}: {platform.processor() or platform.machine()}, {ncpu} CPUs, "
           f"Linux {platform.release()}, Python {platform.python_version()}")
-    print(f"# fastnet implementation: loop={_loop.IMPLEMENTATION}, codec={codec.IMPLEMENTATION}")
+    print(f"# fastnet implementation: loop={_loop.IMPLEMENTATION}, codec={codec.IMPLEMENTATION}, "
+          f"engine={engine.IMPLEMENTATION if engine.enabled() else 'off'}")
     print(f"# tftpy runs use a {small / MiB:g} MiB file" if have_tftpy else "# tftpy not installed: skipped")
     print("# py3tftp, fbtftp: not installed, skipped")
 

@@ -17,8 +17,10 @@ RFC 1350 (octet and netascii), RFC 2347 options with OACK, RFC 2348 ``blksize``,
 - After the last ACK of a download the client *dallies* (re-ACKs a repeated last DATA) in a
   background thread, so the call returns at once; the interpreter waits for it at exit.
 
-The socket is blocking, with the receive timeout set in the kernel (``SO_RCVTIMEO``), so each
-packet costs one ``recvfrom`` and one ``sendto`` system call.
+The socket is blocking, with the receive timeout set in the kernel (``SO_RCVTIMEO``).  After the
+first answer, an octet transfer to or from a file with a descriptor continues in the transfer
+engine (:mod:`fastnet.tftp.engine`: in C, batched system calls, the GIL released); netascii and
+file objects without a descriptor stay on the per-packet Python loop below.
 """
 
 from __future__ import annotations

@@ -29,6 +29,10 @@ Safety rules (each refusal is an ERROR packet and one access-log line):
 
 One line per transfer goes to the logger ``fastnet.tftp.access``: peer, file, direction, bytes,
 seconds, options, retransmissions and outcome.
+
+Requests, checks and the end of each transfer run on the loop; the DATA/ACK exchange of an octet
+transfer runs in the transfer engine (:mod:`fastnet.tftp.engine`) in a worker thread, at most
+``max_sessions`` of them (``FASTNET_TFTP_ENGINE=0``: on the loop, as netascii transfers always do).
 """
 
 from __future__ import annotations
