@@ -24,6 +24,7 @@
 #define GRO_SLOT 65536u        /* a coalesced GRO datagram is at most this long */
 #define GRO_SLOTS 16u
 #define DIRECT_WRITE 8192u      /* payloads this large skip the receiver's staging buffer */
+#define READ_WHOLE 32768u       /* blocks this large are read a window at a time */
 #ifndef SOL_UDP
 #define SOL_UDP 17
 #endif
@@ -159,7 +160,9 @@ int tftp_session_init(tftp_session *s)
     if (s->role == TFTP_ENGINE_SENDER) {
         n = s->window;
         size_t want = (size_t)s->window * s->blksize;
-        s->buf_cap = want > READ_AHEAD ? want : READ_AHEAD;
+        /* small blocks: read 256 KiB at a time; big ones: a window at a time, read ahead while
+         * the peer works on the previous window (no long read on the critical path) */
+        s->buf_cap = want > READ_AHEAD || s->blksize >= READ_WHOLE ? want : READ_AHEAD;
         s->buf_cap -= s->buf_cap % s->blksize;
         sc->rbuf = malloc(SENDER_RBUF);
         sc->segs = calloc(n, sizeof *sc->segs);
@@ -185,6 +188,8 @@ int tftp_session_init(tftp_session *s)
         sc->addrs = calloc(n, sizeof *sc->addrs);
     }
     s->buf = malloc(s->buf_cap);
+    if (s->role == TFTP_ENGINE_SENDER)
+        s->buf2 = malloc(s->buf_cap); /* optional: no read-ahead without it */
     sc->msgs = calloc(n, sizeof *sc->msgs);
     sc->iov = calloc(2u * n, sizeof *sc->iov);
     sc->hdrs = calloc(s->role == TFTP_ENGINE_SENDER ? s->window : n, 4);
@@ -238,6 +243,8 @@ void tftp_session_free(tftp_session *s)
     }
     free(s->buf);
     s->buf = NULL;
+    free(s->buf2);
+    s->buf2 = NULL;
     free(s->stage);
     s->stage = NULL;
     free(s->stop_packet);
@@ -247,32 +254,73 @@ void tftp_session_free(tftp_session *s)
 
 /* ------------------------------------------------------------------ sender */
 
-/* Make buf hold the file bytes from `off` on, up to buf_cap (or the end of the file). */
-static int fill(tftp_session *s, off_t off, size_t len)
+static int covers(off_t boff, size_t have, int eof, off_t off, size_t len)
 {
-    if (off >= s->buf_off && (off + (off_t)len <= s->buf_off + (off_t)s->buf_have ||
-                              (s->eof && off <= s->buf_off + (off_t)s->buf_have)))
-        return 0;
-    s->buf_off = off;
-    s->buf_have = 0;
-    s->eof = 0;
-    while (s->buf_have < s->buf_cap) {
-        ssize_t n = pread(s->fd, s->buf + s->buf_have, s->buf_cap - s->buf_have, off + (off_t)s->buf_have);
+    return boff >= 0 && off >= boff &&
+           (off + (off_t)len <= boff + (off_t)have || (eof && off <= boff + (off_t)have));
+}
+
+/* Read up to buf_cap file bytes from `off` into `into`; -1 on a read error. */
+static int read_at(tftp_session *s, uint8_t *into, off_t off, size_t *have, int *eof)
+{
+    *have = 0;
+    *eof = 0;
+    while (*have < s->buf_cap) {
+        ssize_t n = pread(s->fd, into + *have, s->buf_cap - *have, off + (off_t)*have);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             s->error_errno = errno;
-            s->buf_have = 0;
-            s->buf_off = -1;
             return -1;
         }
         if (n == 0) {
-            s->eof = 1;
+            *eof = 1;
             break;
         }
-        s->buf_have += (size_t)n;
+        *have += (size_t)n;
     }
     return 0;
+}
+
+/* Make buf hold the file bytes from `off` on, up to buf_cap (or the end of the file). */
+static int fill(tftp_session *s, off_t off, size_t len)
+{
+    if (covers(s->buf_off, s->buf_have, s->eof, off, len))
+        return 0;
+    if (s->buf2_valid && covers(s->buf2_off, s->buf2_have, s->eof2, off, len)) {
+        /* the stretch read ahead: swap the two buffers */
+        uint8_t *b = s->buf;
+        s->buf = s->buf2;
+        s->buf2 = b;
+        s->buf_off = s->buf2_off;
+        s->buf_have = s->buf2_have;
+        s->eof = s->eof2;
+        s->buf2_valid = 0;
+        return 0;
+    }
+    s->buf_off = off;
+    if (read_at(s, s->buf, off, &s->buf_have, &s->eof) < 0) {
+        s->buf_have = 0;
+        s->buf_off = -1;
+        return -1;
+    }
+    return 0;
+}
+
+/* After a window went out: read the next window's bytes now, while the peer is busy with this
+ * one (as tftpd-hpa reads ahead), unless they are in buf already or the file ended. */
+static void read_ahead(tftp_session *s)
+{
+    if (s->last || s->buf2 == NULL)
+        return;
+    const off_t next = s->file_start + (off_t)(s->sent_hi * s->blksize);
+    const size_t len = (size_t)s->window * s->blksize;
+    if (covers(s->buf_off, s->buf_have, s->eof, next, len) ||
+        (s->buf2_valid && covers(s->buf2_off, s->buf2_have, s->eof2, next, len)))
+        return;
+    s->buf2_off = next;
+    s->buf2_valid = read_at(s, s->buf2, next, &s->buf2_have, &s->eof2) == 0;
+    /* a read error is not reported here: fill() meets it again when the block is due */
 }
 
 /* Send blocks base .. base+window-1 (fewer at the end of the file) with one sendmmsg().
@@ -379,6 +427,8 @@ static int run_sender(tftp_session *s)
             s->first_sent = 1;
         } else if (send_window(s) < 0) {
             return s->outcome = TFTP_ENGINE_IO_ERROR;
+        } else {
+            read_ahead(s);
         }
         s->deadline = now_s() + s->wait;
     }
@@ -429,6 +479,7 @@ static int run_sender(tftp_session *s)
                     progress(s, t);
                     if (send_window(s) < 0)
                         return s->outcome = TFTP_ENGINE_IO_ERROR;
+                    read_ahead(s);
                 }
                 continue;
             }
@@ -446,6 +497,7 @@ static int run_sender(tftp_session *s)
                 s->dup_resent = 0;
                 if (send_window(s) < 0)
                     return s->outcome = TFTP_ENGINE_IO_ERROR;
+                read_ahead(s);
             } else if (delta == 0 && s->window > 1 && !s->dup_resent) {
                 /* RFC 7440: the receiver saw a gap at the window's first block: resend, once */
                 s->dup_resent = 1;
@@ -510,6 +562,8 @@ static int datagram(tftp_session *s, const uint8_t *p, size_t n, double t)
     if (n >= 4 && p[0] == 0 && p[1] == TFTP_DATA) {
         uint16_t block = (uint16_t)((p[2] << 8) | p[3]);
         size_t plen = n - 4;
+        if (plen > s->blksize)
+            return -1; /* longer than the negotiated blksize: not a DATA of this transfer, dropped */
         if (block == (uint16_t)s->base) {
             if (stage_write(s, p + 4, plen) < 0)
                 return s->outcome = TFTP_ENGINE_IO_ERROR;

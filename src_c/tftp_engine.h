@@ -101,6 +101,11 @@ typedef struct tftp_session {
     off_t buf_off;
     size_t buf_have;
     int eof;                 /* sender: buf ends at the end of the file */
+    uint8_t *buf2;           /* sender: the next stretch of the file, read ahead while the peer works */
+    off_t buf2_off;
+    size_t buf2_have;
+    int eof2;
+    int buf2_valid;
     uint8_t *stage;          /* receiver: payloads waiting to be written */
     size_t stage_cap;
     size_t stage_have;

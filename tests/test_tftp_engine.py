@@ -239,3 +239,18 @@ def test_download_into_an_open_file_object_continues_after_its_content(root, tmp
         assert f.tell() == 6 + len(data)
         f.write(b"suffix")
     assert (tmp_path / "out.bin").read_bytes() == b"prefix" + data + b"suffix"
+
+
+def test_receiver_drops_data_longer_than_the_blksize(pair, tmp_path):
+    a, b = pair
+    a.settimeout(5)
+    with open(tmp_path / "dst.bin", "wb") as dst:
+        receiver = engine.Session(engine.RECEIVER, b, dst.fileno(), a.getsockname(), blksize=512, windowsize=4,
+                                  timeout=5.0, retries=3, ack_last=True)
+        future = _run_in_thread(receiver)
+        a.sendto(codec.encode_data(1, b"L" * 513), b.getsockname())  # not a DATA of this transfer
+        a.sendto(codec.encode_data(1, b"s" * 100), b.getsockname())
+        assert future.result(30) == engine.DONE
+        assert codec.decode(a.recvfrom(100)[0]) == codec.Ack(1)
+    assert (tmp_path / "dst.bin").read_bytes() == b"s" * 100
+    assert receiver.blocks == 1 and receiver.bytes == 100

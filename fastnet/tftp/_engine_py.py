@@ -406,6 +406,8 @@ class Session:
             if len(data) > self._rsize:
                 continue  # longer than any DATA of this blksize: dropped
             if len(data) >= 4 and data[0] == 0 and data[1] == 3:
+                if len(data) - 4 > bs:
+                    continue  # longer than the negotiated blksize: not a DATA of this transfer, dropped
                 block = (data[2] << 8) | data[3]
                 base = self._base
                 if block == base & 0xFFFF:
