@@ -523,7 +523,7 @@ def test_out_of_scope_features_raise_not_implemented(loop, loop_kind, tmp_path):
             loop.subprocess_shell(asyncio.SubprocessProtocol, "true"),
             loop.connect_read_pipe(asyncio.Protocol, sys.stdin),
             loop.connect_write_pipe(asyncio.Protocol, sys.stdout),
-            loop.sock_sendfile(socket.socket(), open(__file__, "rb")),
+            loop.sock_sendfile(sock, file),
         ]
         messages = []
         for call in calls:
@@ -532,7 +532,8 @@ def test_out_of_scope_features_raise_not_implemented(loop, loop_kind, tmp_path):
             messages.append(str(info.value))
         return messages
 
-    messages = run(loop, main())
+    with socket.socket() as sock, open(__file__, "rb") as file:
+        messages = run(loop, main())
     assert all("fastnet.Loop does not support" in m for m in messages)
 
 

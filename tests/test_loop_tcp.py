@@ -576,6 +576,8 @@ def test_exception_in_protocol_callback_goes_to_handler_others_keep_serving(loop
     assert [type(c.get("exception")) for c in contexts] == [ValueError]
 
 
+# asyncio (the oracle) leaves live transports' sockets to the garbage collector: ResourceWarnings
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_many_connections_and_loop_close_release_every_fd(loop_kind, implementation):
     """Thousands of connections, then a loop closed with live transports: fds back to start."""
     from test_loop_common import loop_factory
