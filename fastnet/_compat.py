@@ -114,7 +114,7 @@ def c_available(c_name: str) -> bool:
 
 
 # every dual module of fastnet, imported by overall() so that it can answer for all of them
-DUAL_MODULES = ("fastnet.tftp.codec", "fastnet.loop", "fastnet.relay", "fastnet.bench.loadgen")
+DUAL_MODULES = ("fastnet.tftp.codec", "fastnet.tftp.engine", "fastnet.loop", "fastnet.relay", "fastnet.bench.loadgen")
 
 
 def overall() -> str:

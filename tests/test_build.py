@@ -12,7 +12,7 @@ import pytest
 import fastnet
 from fastnet import _compat
 
-COMPILED = ["fastnet.tftp._codec_c", "fastnet._loop_c", "fastnet._relay_c", "fastnet.bench._loadgen_c"]
+COMPILED = ["fastnet.tftp._codec_c", "fastnet.tftp._engine_c", "fastnet._loop_c", "fastnet._relay_c", "fastnet.bench._loadgen_c"]
 
 
 @pytest.mark.skipif(_compat.NO_EXTENSIONS, reason="FASTNET_NO_EXTENSIONS=1 asks for no compiled module")
