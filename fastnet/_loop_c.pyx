@@ -55,6 +55,7 @@ cdef object _heappop = heapq.heappop
 cdef object _heappush = heapq.heappush
 cdef object _heapify = heapq.heapify
 cdef object _OSError = OSError
+cdef object _socket_type = socket.socket
 cdef object _set_result_unless_cancelled = futures._set_result_unless_cancelled
 cdef object _SelectorKey = selectors.SelectorKey
 cdef object _TransportSocket = asyncio.trsock.TransportSocket
@@ -477,6 +478,67 @@ include "_loop_tcp.pxi"
 include "_loop_udp.pxi"
 
 
+cdef object _accept_batch(object loop, object protocol_factory, object sock, object server, int backlog):
+    """accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) until EAGAIN: no Python accept() and setblocking() per
+    connection; the socket object is made from the fd (type | SOCK_NONBLOCK: timeout 0.0, no
+    syscall)."""
+    cdef int lfd = sock.fileno()
+    cdef int fd, err, i
+    cdef sockaddr_storage addr
+    cdef socklen_t addrlen
+    if lfd < 0:
+        return None
+    family = sock.family
+    stype = sock.type | SOCK_NONBLOCK
+    proto = sock.proto
+    i = 0
+    while i < backlog:
+        addrlen = sizeof(addr)
+        fd = accept4(lfd, <sockaddr *>&addr, &addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC)
+        if fd < 0:
+            err = errno
+            if err == EINTR:
+                continue
+            if err == EAGAIN or err == ECONNABORTED:
+                return None
+            exc = _oserror(err)
+            if err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM:
+                # Out of descriptors: the pending connection stays in the backlog and the
+                # level-triggered socket would wake us at once, forever.  Stop accepting for
+                # a while instead; existing connections are untouched.
+                loop.call_exception_handler({
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": _TransportSocket(sock),
+                })
+                loop._remove_reader(lfd)
+                loop.call_later(ACCEPT_RETRY_DELAY, loop._resume_accepting,
+                                protocol_factory, sock, server, backlog)
+                return None
+            raise exc  # logged by the loop's exception handler, the loop goes on
+        i += 1
+        try:
+            conn = _socket_type(family, stype, proto, fd)
+        except BaseException:
+            close(fd)
+            raise
+        peer = _sockaddr_to_py(&addr) if addrlen else None
+        try:
+            protocol = protocol_factory()
+        except (SystemExit, KeyboardInterrupt):
+            conn.close()
+            raise
+        except BaseException as exc:
+            conn.close()
+            loop.call_exception_handler({
+                "message": "Error on transport creation for incoming connection",
+                "exception": exc,
+            })
+            continue
+        _TCPTransport(loop, conn, protocol, None, {"peername": peer}, server)
+    return None
+
+
 def _not_implemented(what):
     raise NotImplementedError(f"fastnet.Loop does not support {what}; use asyncio's default loop for it")
 
@@ -632,42 +694,9 @@ class Loop(asyncio.SelectorEventLoop):
 
     def _accept_connection(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100,
                            ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
-        # One call per readiness of the listening socket: accept until EAGAIN (at most backlog),
-        # and build each transport right here (asyncio spawns a Task per connection).
-        for _ in range(backlog):
-            try:
-                conn, addr = sock.accept()
-                conn.setblocking(False)
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                return None
-            except OSError as exc:
-                if exc.errno in (_errno.EMFILE, _errno.ENFILE, _errno.ENOBUFS, _errno.ENOMEM):
-                    # Out of descriptors: the pending connection stays in the backlog and the
-                    # level-triggered socket would wake us at once, forever.  Stop accepting for
-                    # a while instead; existing connections are untouched.
-                    self.call_exception_handler({
-                        "message": "socket.accept() out of system resource",
-                        "exception": exc,
-                        "socket": _TransportSocket(sock),
-                    })
-                    self._remove_reader(sock.fileno())
-                    self.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting,
-                                    protocol_factory, sock, server, backlog)
-                    return None
-                raise  # logged by the loop's exception handler, the loop goes on
-            try:
-                protocol = protocol_factory()
-            except (SystemExit, KeyboardInterrupt):
-                conn.close()
-                raise
-            except BaseException as exc:
-                conn.close()
-                self.call_exception_handler({
-                    "message": "Error on transport creation for incoming connection",
-                    "exception": exc,
-                })
-                continue
-            _TCPTransport(self, conn, protocol, None, {"peername": addr}, server)
+        # One call per readiness of the listening socket: accept4() until EAGAIN (at most
+        # backlog), and build each transport right here (asyncio spawns a Task per connection).
+        _accept_batch(self, protocol_factory, sock, server, backlog)
         return None
 
     def _resume_accepting(self, protocol_factory, sock, server, backlog):

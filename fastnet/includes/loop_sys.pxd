@@ -17,6 +17,8 @@ cdef extern from "<errno.h>" nogil:
         ENOBUFS
         ENOMEM
         EPERM
+        ECONNABORTED
+        EMSGSIZE
 
 
 cdef extern from "<string.h>" nogil:
@@ -66,6 +68,10 @@ cdef extern from "<sys/socket.h>" nogil:
         SHUT_WR
         AF_INET
         AF_INET6
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
+    int accept4(int sockfd, sockaddr *addr, socklen_t *addrlen, int flags)
+    ssize_t sendto(int sockfd, const void *buf, size_t len, int flags, const sockaddr *dest_addr, socklen_t addrlen)
     ssize_t recvfrom(int sockfd, void *buf, size_t len, int flags, sockaddr *src_addr, socklen_t *addrlen)
     ssize_t recv(int sockfd, void *buf, size_t len, int flags)
     ssize_t send(int sockfd, const void *buf, size_t len, int flags)
@@ -123,6 +129,9 @@ cdef extern from "<netinet/in.h>" nogil:
 
 
 cdef extern from "<arpa/inet.h>" nogil:
+    int inet_pton(int af, const char *src, void *dst)
+    unsigned short htons(unsigned short hostshort)
+    uint32_t htonl(uint32_t hostlong)
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
     unsigned short ntohs(unsigned short netshort)
     uint32_t ntohl(uint32_t netlong)
