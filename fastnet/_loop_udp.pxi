@@ -2,6 +2,9 @@
 #
 # Behaviour follows asyncio's _SelectorDatagramTransport; the socket is registered once,
 # edge-triggered, and each read edge is drained with recvfrom() into the loop's buffer until EAGAIN.
+# sendto() calls sendto(2) (send(2) when connected) straight from the caller's buffer; a numeric
+# address is converted to a sockaddr once and kept while the caller passes the same object; any
+# other address (a name, "<broadcast>", a wrong type) goes through Python's socket.sendto.
 
 
 cdef object _sockaddr_to_py(sockaddr_storage *addr):
@@ -40,6 +43,11 @@ cdef class _UDPTransport:
     cdef Py_ssize_t _buffer_size
     cdef Py_ssize_t _high_water
     cdef Py_ssize_t _low_water
+    cdef bint _connected           # peername set: send(), no address
+    cdef int _family
+    cdef object _last_addr         # the address object last converted into _sa (None: nothing)
+    cdef sockaddr_storage _sa
+    cdef socklen_t _salen
     cdef object __weakref__
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
@@ -58,6 +66,10 @@ cdef class _UDPTransport:
                 self._extra["peername"] = sock.getpeername()
             except OSError:
                 self._extra["peername"] = None
+        self._connected = bool(self._extra["peername"])
+        self._family = sock.family
+        self._last_addr = None
+        self._salen = 0
         self._protocol = protocol
         self._address = address
         self._closing = False
@@ -210,13 +222,98 @@ cdef class _UDPTransport:
         self._schedule_read()
         return 0
 
+    cdef bint _convert(self, object addr) except -1:
+        """Fill _sa from *addr* if it is a numeric address of the socket's family; False else."""
+        cdef Py_ssize_t n, hlen
+        cdef const char *host
+        cdef sockaddr_in *sin
+        cdef sockaddr_in6 *sin6
+        cdef long port, flowinfo = 0, scope_id = 0
+        if type(addr) is not tuple:
+            return False
+        n = len(<tuple>addr)
+        h = (<tuple>addr)[0]
+        p = (<tuple>addr)[1] if n > 1 else None
+        if type(h) is not str or type(p) is not int:
+            return False
+        port = p
+        if port < 0 or port > 65535:
+            return False
+        try:
+            host = PyUnicode_AsUTF8AndSize(h, &hlen)
+        except UnicodeError:
+            return False   # lone surrogates ...: Python's own error
+        if <size_t>hlen != strlen(host):
+            return False   # an embedded NUL: Python's own error
+        if self._family == AF_INET and n == 2:
+            sin = <sockaddr_in *>&self._sa
+            memset(sin, 0, sizeof(sockaddr_in))
+            if inet_pton(AF_INET, host, &sin.sin_addr) != 1:
+                return False
+            sin.sin_family = AF_INET
+            sin.sin_port = htons(<unsigned short>port)
+            self._salen = sizeof(sockaddr_in)
+        elif self._family == AF_INET6 and 2 <= n <= 4:
+            if n > 2:
+                if type((<tuple>addr)[2]) is not int:
+                    return False
+                flowinfo = (<tuple>addr)[2]
+                if flowinfo < 0 or flowinfo > 0xfffff:
+                    return False
+            if n > 3:
+                if type((<tuple>addr)[3]) is not int:
+                    return False
+                scope_id = (<tuple>addr)[3]
+                if scope_id < 0 or scope_id > 0xffffffff:
+                    return False
+            sin6 = <sockaddr_in6 *>&self._sa
+            memset(sin6, 0, sizeof(sockaddr_in6))
+            if inet_pton(AF_INET6, host, &sin6.sin6_addr) != 1:
+                return False
+            sin6.sin6_family = AF_INET6
+            sin6.sin6_port = htons(<unsigned short>port)
+            sin6.sin6_flowinfo = htonl(<uint32_t>flowinfo)
+            sin6.sin6_scope_id = <uint32_t>scope_id
+            self._salen = sizeof(sockaddr_in6)
+        else:
+            return False
+        self._last_addr = addr
+        return True
+
+    cdef int _send_one(self, object data, const char *buf, Py_ssize_t size, object addr) except -1:
+        """One datagram with sendto(2)/send(2): 0 sent, 1 would block; other errors raised as
+        Python's socket methods raise them (an address we cannot convert goes through them)."""
+        cdef ssize_t n
+        cdef int err
+        if self._connected:
+            n = send(self._sock_fd, buf, size, 0)
+        else:
+            if addr is not self._last_addr or self._salen == 0:
+                self._last_addr = None
+                if not self._convert(addr):
+                    # a name to resolve, "<broadcast>", a bad address ...: Python's own way
+                    self._sock.sendto(data, addr)
+                    return 0
+            n = sendto(self._sock_fd, buf, size, 0, <sockaddr *>&self._sa, self._salen)
+        if n >= 0:
+            return 0
+        err = errno
+        if err == EAGAIN or err == EINTR:
+            return 1
+        raise _oserror(err)
+
     def sendto(self, data, addr=None):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        cdef Py_buffer pybuf
+        cdef int r
+        if PyBytes_CheckExact(data):
+            if PyBytes_GET_SIZE(data) == 0:
+                return
+        elif not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
-        if not data:
+        elif not data:
             return
         if self._address is not None:
-            if addr not in (None, self._address):
+            if addr is not None and addr is not self._address and addr != self._address:
                 raise ValueError(f"Invalid address: must be None or {self._address}")
             addr = self._address
         if self._conn_lost and self._address is not None:
@@ -226,11 +323,24 @@ cdef class _UDPTransport:
             return
         if not self._buffer_size:
             try:
-                if self._extra["peername"]:
-                    self._sock.send(data)
+                if PyBytes_CheckExact(data):
+                    r = self._send_one(data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), addr)
                 else:
-                    self._sock.sendto(data, addr)
-                return
+                    try:
+                        PyObject_GetBuffer(data, &pybuf, PyBUF_SIMPLE)
+                    except BufferError:
+                        # not contiguous: Python's socket methods say what asyncio would say
+                        if self._connected:
+                            self._sock.send(data)
+                        else:
+                            self._sock.sendto(data, addr)
+                        return
+                    try:
+                        r = self._send_one(data, <const char *>pybuf.buf, pybuf.len, addr)
+                    finally:
+                        PyBuffer_Release(&pybuf)
+                if r == 0:
+                    return
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError as exc:
@@ -246,18 +356,14 @@ cdef class _UDPTransport:
         self._maybe_pause_protocol()
 
     def _sendto_ready(self):
+        cdef int r
         while self._buffer:
             data, addr = self._buffer.popleft()
-            self._buffer_size -= len(data)
+            self._buffer_size -= PyBytes_GET_SIZE(data)
             try:
-                if self._extra["peername"]:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
+                r = self._send_one(data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), addr)
             except (BlockingIOError, InterruptedError):
-                self._buffer.appendleft((data, addr))
-                self._buffer_size += len(data)
-                break
+                r = 1
             except OSError as exc:
                 self._protocol.error_received(exc)
                 return
@@ -266,6 +372,10 @@ cdef class _UDPTransport:
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal write error on datagram transport")
                 return
+            if r:
+                self._buffer.appendleft((data, addr))
+                self._buffer_size += PyBytes_GET_SIZE(data)
+                break
         self._maybe_resume_protocol()
         if not self._buffer and self._closing:
             self._call_connection_lost(None)

@@ -6,6 +6,7 @@ Each scenario runs on fastnet.Loop, stock asyncio (the oracle) and uvloop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 
 import pytest
@@ -159,3 +160,63 @@ def test_udp_close_and_abort_call_connection_lost(loop):
     first, second, fileno = run(loop, main())
     assert first is None and second is None
     assert fileno == -1
+
+
+def test_udp_sendto_addresses_and_errors(loop, loop_kind):
+    # sendto from C: the cached address must follow every change of address, names still resolve,
+    # a bad address or an oversized datagram behaves as asyncio's socket methods make it behave
+    async def main():
+        a_tr, a = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+        b_tr, b = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+        c_tr, c = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+        try:
+            b_addr = b_tr.get_extra_info("sockname")
+            c_addr = c_tr.get_extra_info("sockname")
+            buf = bytearray(b"reused")
+            for i in range(6):
+                dest = b_addr if i % 2 == 0 else ("127.0.0.1", c_addr[1])  # equal, not identical
+                a_tr.sendto(b"m%d" % i, dest)
+            # a name is resolved by asyncio's socket.sendto (uvloop 0.23 refuses it: ValueError)
+            a_tr.sendto(buf, ("localhost" if loop_kind != "uvloop" else "127.0.0.1", b_addr[1]))
+            buf[:] = b"changed"                         # sent already: the change is not seen
+            a_tr.sendto(memoryview(b"xxview")[2:], b_addr)
+            got_b = [(await b.received.get())[0] for _ in range(5)]
+            got_c = [(await c.received.get())[0] for _ in range(3)]
+            a_tr.sendto(b"z" * 70000, b_addr)  # larger than any UDP datagram: EMSGSIZE
+            err = await asyncio.wait_for(a.errors.get(), 5)
+            a_tr.sendto(b"after", c_addr)
+            after = (await c.received.get())[0]
+            return got_b, got_c, type(err), err.errno, after, a_tr.is_closing()
+        finally:
+            for tr in (a_tr, b_tr, c_tr):
+                tr.close()
+
+    got_b, got_c, err_type, err_no, after, closing = run(loop, main())
+    assert got_b == [b"m0", b"m2", b"m4", b"reused", b"view"]
+    assert got_c == [b"m1", b"m3", b"m5"]
+    assert issubclass(err_type, OSError) and err_no == errno.EMSGSIZE
+    assert after == b"after" and not closing
+
+
+def test_udp_sendto_ipv6_tuple_forms(loop):
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+    except OSError:
+        pytest.skip("no IPv6")
+
+    async def main():
+        a_tr, a = await loop.create_datagram_endpoint(Datagrams, local_addr=("::1", 0))
+        b_tr, b = await loop.create_datagram_endpoint(Datagrams, local_addr=("::1", 0))
+        try:
+            port = b_tr.get_extra_info("sockname")[1]
+            a_tr.sendto(b"two", ("::1", port))
+            a_tr.sendto(b"four", ("::1", port, 0, 0))
+            got = [await b.received.get() for _ in range(2)]
+            return [d for d, _ in got], [addr[:2] for _, addr in got], a_tr.get_extra_info("sockname")
+        finally:
+            a_tr.close()
+            b_tr.close()
+
+    data, addrs, a_name = run(loop, main())
+    assert data == [b"two", b"four"]
+    assert addrs == [a_name[:2], a_name[:2]]
