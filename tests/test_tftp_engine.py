@@ -254,3 +254,22 @@ def test_receiver_drops_data_longer_than_the_blksize(pair, tmp_path):
         assert codec.decode(a.recvfrom(100)[0]) == codec.Ack(1)
     assert (tmp_path / "dst.bin").read_bytes() == b"s" * 100
     assert receiver.blocks == 1 and receiver.bytes == 100
+
+
+def test_progress_is_reported_from_inside_the_engine(root, tmp_path):
+    data = fill(str(root / "f.bin"), 300_000)
+    seen = []
+    with fastnet_server(str(root), allow_write=True) as server:
+        # the callback takes its time, as a terminal might; the engine returns to it every 0.1 s
+        def progress(stats):
+            seen.append((stats.bytes, stats.blocks))
+            threading.Event().wait(0.02)
+
+        client.download("127.0.0.1", "f.bin", str(tmp_path / "got.bin"), port=server.port, progress=progress)
+        ups = []
+        client.upload("127.0.0.1", str(tmp_path / "got.bin"), "up.bin", port=server.port,
+                      progress=lambda s: ups.append(s.bytes))
+    assert (tmp_path / "got.bin").read_bytes() == data and (root / "up.bin").read_bytes() == data
+    assert seen[-1] == (len(data), len(data) // 512 + 1)
+    assert [b for b, _ in seen] == sorted(b for b, _ in seen)
+    assert ups[-1] == len(data) and ups == sorted(ups)
