@@ -23,7 +23,8 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyOb
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-from libc.string cimport memset, strlen
+from libc.string cimport memcpy, memset, strlen
+from cpython.ref cimport Py_REFCNT
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.math cimport ceil
@@ -103,6 +104,31 @@ cdef int _fileno(object fd) except -1:
         raise ValueError(f"Invalid file object: {fd!r}") from None
 
 
+cdef extern from *:
+    """
+    /* A bytes object nobody but the loop references any more may be refilled in place: its
+       cached hash must be forgotten.  CPython only (and only with the GIL). */
+    #if !defined(PYPY_VERSION) && !defined(Py_GIL_DISABLED) && PY_VERSION_HEX < 0x030F0000
+    #define FASTNET_BYTES_REUSE 1
+    static inline void fastnet_bytes_forget_hash(PyObject *o) {
+    #if defined(__GNUC__)
+    #pragma GCC diagnostic push
+    #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    #endif
+        ((PyBytesObject *)o)->ob_shash = -1;
+    #if defined(__GNUC__)
+    #pragma GCC diagnostic pop
+    #endif
+    }
+    #else
+    #define FASTNET_BYTES_REUSE 0
+    static inline void fastnet_bytes_forget_hash(PyObject *o) { (void)o; }
+    #endif
+    """
+    enum: FASTNET_BYTES_REUSE
+    void fastnet_bytes_forget_hash(object o)
+
+
 cdef class _TCPTransport
 cdef class _UDPTransport
 
@@ -126,6 +152,7 @@ cdef class _Core:
     cdef char *rbuf                 # one read buffer for every transport of this loop
     cdef bint closed
     cdef list graveyard             # transports unregistered since the last poll (see poll())
+    cdef object spare               # the last message's bytes, refilled when nobody kept it
 
     def __cinit__(self):
         self.epfd = -1
@@ -287,6 +314,24 @@ cdef class _Core:
         cdef uint64_t one = 1
         if self.efd >= 0:
             write(self.efd, &one, 8)
+
+    # -- messages ------------------------------------------------------------------------------
+    cdef inline object message(self, Py_ssize_t n):
+        """rbuf[:n] as bytes.  Messages past pymalloc's small sizes (libc malloc and free per
+        message otherwise) reuse the previous message's object when it has the same size and the
+        loop holds its only reference (the protocol consumed it: an echo wrote it out)."""
+        cdef object spare
+        if n < 512 or not FASTNET_BYTES_REUSE:
+            return PyBytes_FromStringAndSize(self.rbuf, n)
+        spare = self.spare
+        if spare is not None and PyBytes_GET_SIZE(spare) == n and Py_REFCNT(spare) == 2:
+            # two references: self.spare and the local variable, nobody else
+            memcpy(PyBytes_AS_STRING(spare), self.rbuf, n)
+            fastnet_bytes_forget_hash(spare)
+            return spare
+        spare = PyBytes_FromStringAndSize(self.rbuf, n)
+        self.spare = spare
+        return spare
 
     # -- poll and dispatch ---------------------------------------------------------------------
     cdef int poll(self, int timeout_ms) except -1:

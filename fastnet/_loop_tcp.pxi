@@ -243,7 +243,7 @@ cdef class _TCPTransport:
                 if self._buffered:
                     self._buffer_updated(n)
                 else:
-                    self._data_received(PyBytes_FromStringAndSize(rbuf, n))
+                    self._data_received(self._core.message(n))
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
@@ -282,12 +282,18 @@ cdef class _TCPTransport:
         cdef ssize_t n
         cdef Py_ssize_t size
         cdef int err
-        if not PyBytes_CheckExact(data) and not isinstance(data, (bytes, bytearray, memoryview)):
+        if PyBytes_CheckExact(data):
+            if self._eof:
+                raise RuntimeError("Cannot call write() after write_eof()")
+            if PyBytes_GET_SIZE(data) == 0:
+                return
+        elif not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
-        if self._eof:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if not data:
-            return
+        else:
+            if self._eof:
+                raise RuntimeError("Cannot call write() after write_eof()")
+            if not data:
+                return
         if self._conn_lost:
             if self._conn_lost >= _CONNLOST_THRESHOLD:
                 logger.warning("socket.send() raised exception.")

@@ -79,6 +79,54 @@ def test_echo_protocol_roundtrip(loop, family_host):
     assert events[0] == "made" and events[-1] == "lost"
 
 
+def test_received_bytes_kept_hashed_or_dropped_stay_intact(loop):
+    # Messages of one size one after another, each waited for: the receiver keeps some (in a
+    # list, as dict keys after hashing them) and drops the rest.  Whatever the loop does with the
+    # bytes objects it hands out, a kept one never changes and hash() stays right.
+    class Keeper(asyncio.Protocol):
+        def __init__(self):
+            self.kept = []
+            self.by_hash = {}
+            self.count = 0
+            self.hash_ok = []
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.count += len(data)
+            self.hash_ok.append(hash(data) == hash(bytes(bytearray(data))))
+            if data[0] % 3 == 0:
+                self.kept.append(data)
+            elif data[0] % 3 == 1:
+                self.by_hash[data] = hash(data)
+            self.transport.write(data[:1])
+
+    async def main():
+        server_protos = []
+        server = await loop.create_server(lambda: server_protos.append(Keeper()) or server_protos[-1],
+                                          "127.0.0.1", 0)
+        try:
+            transport, client = await loop.create_connection(CollectProtocol,
+                                                             *server.sockets[0].getsockname()[:2])
+            for i in range(40):
+                transport.write(bytes([i]) * 2048)
+                await client.wait_for_size(i + 1)   # one message per read on the server side
+            transport.close()
+            await client.lost
+            keeper = server_protos[0]
+            return keeper.kept, keeper.by_hash, keeper.count, keeper.hash_ok
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    kept, by_hash, count, hash_ok = run(loop, main())
+    assert count == 40 * 2048 and hash_ok == [True] * 40
+    assert kept == [bytes([i]) * 2048 for i in range(40) if i % 3 == 0]
+    assert sorted(by_hash) == [bytes([i]) * 2048 for i in range(40) if i % 3 == 1]
+    assert all(hash(k) == v and hash(bytes(k)) == v for k, v in by_hash.items())
+
+
 def test_buffered_protocol_server(loop):
     class BufferedEcho(asyncio.BufferedProtocol):
         def __init__(self):
