@@ -154,3 +154,22 @@ def test_progress_bar_only_on_a_terminal(root, tmp_path, impl_env):
     text = shown.decode()
     assert "100.0%" in text and "of 293.0 KiB" in text and "retransmitted" in text and "ETA" in text
     assert r.stdout.decode().startswith("received f.bin: 300000 bytes")
+
+
+@pytest.mark.parametrize("mode", ["octet", "netascii"])
+def test_repeated_get_replaces_the_file_instead_of_appending(root, tmp_path, impl_env, mode):
+    # The notes' client opened its output with open("test.jpg", "a"): a second download doubled the
+    # file, and a longer old file kept its tail.  `get` must leave exactly the server's bytes.
+    data = b"line one\nline two\n" * 200
+    (root / "notes.txt").write_bytes(data)
+    target = tmp_path / "notes.txt"
+    target.write_bytes(b"an older, longer file that must not survive in any part\n" * 100)
+    args = ["get", "127.0.0.1", "notes.txt", str(target), "--timeout", "0.2", "--quiet"]
+    if mode == "netascii":
+        args.append("--netascii")
+    with fastnet_server(str(root)) as server:
+        for _ in range(2):
+            r = cli([*args, "--port", str(server.port)], impl_env)
+            assert r.returncode == 0, r.stderr
+            assert target.read_bytes() == data
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "root"]  # no temporary file left behind
