@@ -22,6 +22,10 @@ cdef object _sockaddr_to_py(sockaddr_storage *addr):
     return None
 
 
+# asyncio drops an empty datagram up to Python 3.12 and sends it from 3.13 on (gh-113812)
+cdef bint _SEND_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)
+
+
 @cython.final
 cdef class _UDPTransport:
     cdef object _loop
@@ -306,11 +310,11 @@ cdef class _UDPTransport:
         cdef Py_buffer pybuf
         cdef int r
         if PyBytes_CheckExact(data):
-            if PyBytes_GET_SIZE(data) == 0:
+            if PyBytes_GET_SIZE(data) == 0 and not _SEND_EMPTY_DATAGRAMS:
                 return
         elif not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
-        elif not data:
+        elif not data and not _SEND_EMPTY_DATAGRAMS:
             return
         if self._address is not None:
             if addr is not None and addr is not self._address and addr != self._address:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import sys
 
 import pytest
 
@@ -220,3 +221,28 @@ def test_udp_sendto_ipv6_tuple_forms(loop):
     data, addrs, a_name = run(loop, main())
     assert data == [b"two", b"four"]
     assert addrs == [a_name[:2], a_name[:2]]
+
+
+def test_udp_empty_datagram_as_asyncio(loop, loop_kind):
+    # asyncio drops sendto(b"") up to 3.12 and sends an empty datagram from 3.13 on (gh-113812)
+    sends_empty = sys.version_info >= (3, 13)
+    if sends_empty and loop_kind == "uvloop":
+        pytest.skip("uvloop 0.23 still drops empty datagrams (uvloop#594)")
+
+    async def main():
+        a_tr, a = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+        b_tr, b = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+        c_tr, c = await loop.create_datagram_endpoint(Datagrams, remote_addr=b_tr.get_extra_info("sockname"))
+        try:
+            a_tr.sendto(b"", b_tr.get_extra_info("sockname"))
+            c_tr.sendto(bytearray())
+            a_tr.sendto(b"end", b_tr.get_extra_info("sockname"))
+            got = []
+            while not got or got[-1] != b"end":
+                got.append((await asyncio.wait_for(b.received.get(), 5))[0])
+            return got
+        finally:
+            for tr in (a_tr, b_tr, c_tr):
+                tr.close()
+
+    assert run(loop, main()) == ([b"", b"", b"end"] if sends_empty else [b"end"])
