@@ -252,7 +252,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         try:
             running = True
             while running:
-                timeout = deadline.timeout()
+                timeout = deadline.timeout(_cli.SIGNAL_CHECK_INTERVAL)
                 if timeout == 0:
                     break
                 readable, _, _ = select.select(inputs, [], [], timeout)
@@ -309,7 +309,7 @@ def cmd_select_writelist(args: argparse.Namespace) -> int:
         input_list.append(server)
         try:
             while True:
-                timeout = deadline.timeout()
+                timeout = deadline.timeout(_cli.SIGNAL_CHECK_INTERVAL)
                 if timeout == 0:
                     break
                 readable, writable, errored = select.select(input_list, output_list, input_list, timeout)
@@ -397,7 +397,7 @@ def cmd_epoll(args: argparse.Namespace) -> int:
 
         try:
             while True:
-                timeout = deadline.timeout()
+                timeout = deadline.timeout(_cli.SIGNAL_CHECK_INTERVAL)
                 if timeout == 0:
                     break
                 for fd, events in epoll.poll(-1 if timeout is None else timeout):
