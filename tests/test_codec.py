@@ -771,3 +771,23 @@ def test_benchmark_script_runs(implementation):
     assert out.returncode == 0, out.stderr
     assert "| decode DATA (512 B)" in out.stdout
     assert out.stdout.count("target: compiled") == 5
+
+
+@pytest.mark.parametrize(
+    ("make", "exc", "message"),
+    [
+        (lambda c: c.Data(70000, b""), ValueError, "block number 70000 is outside 0..65535"),
+        (lambda c: c.Data(-1, b""), ValueError, "block number -1 is outside 0..65535"),
+        (lambda c: c.Data(1, bytearray(b"x")), TypeError, "payload must be bytes, not bytearray"),
+        (lambda c: c.Data(1, None), TypeError, "payload must be bytes, not NoneType"),
+        (lambda c: c.Ack(65536), ValueError, "block number 65536 is outside 0..65535"),
+    ],
+)
+def test_packet_constructors_check_fields_like_the_encoders(make, exc, message):
+    # The compiled classes and the twin's (one per run of the `implementation` fixture) refuse
+    # the same values with the same words.
+    with pytest.raises(exc) as info:
+        make(codec)
+    assert str(info.value) == message
+    assert codec.Data(65535, b"ok") == codec.decode(b"\0\3\xff\xffok")
+    assert codec.Ack(0) == codec.decode(b"\0\4\0\0")

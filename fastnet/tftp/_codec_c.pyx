@@ -208,8 +208,10 @@ cdef class Data:
     _fields = ("block", "payload")
     opcode = Opcode.DATA
 
-    def __init__(self, int block, bytes payload):
-        self.block = block
+    def __init__(self, block, payload):
+        self.block = _uint16(block, "block number")
+        if not PyBytes_CheckExact(payload):
+            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
         self.payload = payload
 
     def __eq__(self, other):
@@ -237,8 +239,8 @@ cdef class Ack:
     _fields = ("block",)
     opcode = Opcode.ACK
 
-    def __init__(self, int block):
-        self.block = block
+    def __init__(self, block):
+        self.block = _uint16(block, "block number")
 
     def __eq__(self, other):
         if type(other) is Ack:

@@ -147,6 +147,7 @@ class _Packet:
 
 
 _set = object.__setattr__
+_new = object.__new__
 
 
 def _repr_payload(payload: bytes) -> str:
@@ -201,7 +202,9 @@ class Data(_Packet):
     payload: bytes
 
     def __init__(self, block: int, payload: bytes) -> None:
-        _set(self, "block", block)
+        if type(payload) is not bytes:
+            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        _set(self, "block", _uint16(block, "block number"))
         _set(self, "payload", payload)
 
     def __hash__(self) -> int:
@@ -221,7 +224,7 @@ class Ack(_Packet):
     block: int
 
     def __init__(self, block: int) -> None:
-        _set(self, "block", block)
+        _set(self, "block", _uint16(block, "block number"))
 
     def __hash__(self) -> int:
         return hash(("Ack", self.block))
@@ -322,13 +325,18 @@ def decode(packet: bytes | bytearray | memoryview) -> Packet:
             raise DecodeError(f"truncated DATA header ({n} of 4 bytes)", n)
         if n - 4 > MAX_BLKSIZE:
             raise DecodeError(f"DATA payload of {n - 4} bytes exceeds {MAX_BLKSIZE}", 4 + MAX_BLKSIZE)
-        return Data(_unpack_H(packet, 2)[0], packet[4:])
+        data = _new(Data)  # fields already checked by the parse: skip the constructor's checks
+        _set(data, "block", _unpack_H(packet, 2)[0])
+        _set(data, "payload", packet[4:])
+        return data
     if opcode == 4:
         if n != 4:
             if n < 4:
                 raise DecodeError(f"truncated ACK ({n} of 4 bytes)", n)
             raise DecodeError(f"ACK longer than 4 bytes ({n} bytes)", 4)
-        return Ack(_unpack_H(packet, 2)[0])
+        ack = _new(Ack)
+        _set(ack, "block", _unpack_H(packet, 2)[0])
+        return ack
     if opcode == 1 or opcode == 2:
         if n > MAX_REQUEST_SIZE:
             raise DecodeError(f"request of {n} bytes exceeds {MAX_REQUEST_SIZE}", MAX_REQUEST_SIZE)
