@@ -1,8 +1,10 @@
 """Interoperability with the real tools: curl, tftp-hpa, atftp and busybox against the fastnet
-server; the fastnet client against tftpd-hpa and tftpy's server; block-number rollover; IPv6.
+server; the fastnet client against tftpd-hpa, busybox tftpd and tftpy's server; block-number
+rollover; IPv6.
 
 Each test skips when its peer tool is missing (fails under FASTNET_REQUIRE_PEERS=1).
-Debian's busybox has no ``tftpd`` applet, so tftpy's server is the second server peer.
+Debian's busybox has no ``tftpd`` applet: ``.ci/busybox-tftpd`` builds one from Debian's source
+package and CI passes it in FASTNET_BUSYBOX_TFTPD (see ``tftp_helpers.busybox_tftpd``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 
 import pytest
 from conftest import require_tool
-from tftp_helpers import fastnet_server, fill, leftovers, run_tool, tftpd_hpa, tftpy_server
+from tftp_helpers import busybox_tftpd, fastnet_server, fill, leftovers, run_tool, tftpd_hpa, tftpy_server
 
 from fastnet.tftp import TftpRemoteError, client
 
@@ -194,6 +196,84 @@ def test_client_with_tftpd_hpa_over_ipv6(root, out):
     with tftpd_hpa(str(root), host="::1") as port:
         client.download("::1", "f.bin", str(out / "f.bin"), port=port, blksize=1400)
     assert same(root / "f.bin", out / "f.bin")
+
+
+# ------------------------------------------------------------------ the fastnet client with busybox tftpd
+# busybox tftpd knows blksize and tsize (tsize only for downloads), no windowsize, octet mode only.
+# The client's timeout/retries bound every wait: at most about a minute per transfer.
+
+BUSYBOX_TIMEOUT = {"timeout": 1.0, "retries": 5}
+
+
+def test_client_with_busybox_tftpd_default(root, out):
+    data = fill(str(root / "f.bin"), 300_000)
+    (root / "exact.bin").write_bytes(b"b" * 1024)  # a multiple of 512: ends with an empty block
+    with busybox_tftpd(str(root)) as port:
+        stats = client.download("127.0.0.1", "f.bin", str(out / "f.bin"), port=port, **BUSYBOX_TIMEOUT)
+        client.download("127.0.0.1", "exact.bin", str(out / "exact.bin"), port=port, **BUSYBOX_TIMEOUT)
+    assert same(root / "f.bin", out / "f.bin") and same(root / "exact.bin", out / "exact.bin")
+    assert stats.bytes == len(data) and stats.blksize == 512 and stats.windowsize == 1
+    assert stats.options == {"tsize": 300_000}  # tsize is asked by default; busybox answers it
+    assert leftovers(str(out)) == []
+
+
+def test_client_with_busybox_tftpd_blksize_tsize(root, out):
+    fill(str(root / "f.bin"), 400_000, seed=2)
+    with busybox_tftpd(str(root)) as port:
+        stats = client.download("127.0.0.1", "f.bin", str(out / "f.bin"), port=port, blksize=8192, tsize=True,
+                                **BUSYBOX_TIMEOUT)
+    assert same(root / "f.bin", out / "f.bin")
+    assert stats.options == {"blksize": 8192, "tsize": 400_000}
+    assert stats.blksize == 8192 and stats.total == 400_000
+    assert stats.blocks == 400_000 // 8192 + 1
+    assert leftovers(str(out)) == []
+
+
+def test_client_with_busybox_tftpd_windowsize_ignored(root, out):
+    fill(str(root / "f.bin"), 300_000, seed=3)
+    with busybox_tftpd(str(root)) as port:
+        stats = client.download("127.0.0.1", "f.bin", str(out / "f.bin"), port=port, blksize=1468, windowsize=16,
+                                **BUSYBOX_TIMEOUT)
+    assert same(root / "f.bin", out / "f.bin")
+    # busybox acknowledges blksize and tsize but not windowsize: the transfer falls back to lockstep
+    assert "windowsize" not in stats.options and stats.windowsize == 1
+    assert stats.options == {"blksize": 1468, "tsize": 300_000}
+
+
+@pytest.mark.parametrize("options", [{}, {"blksize": 1468}], ids=["plain", "blksize1468"])
+def test_client_uploads_to_busybox_tftpd(root, out, options):
+    fill(str(out / "up.bin"), 250_000, seed=4)
+    with busybox_tftpd(str(root), write=True) as port:
+        stats = client.upload("127.0.0.1", str(out / "up.bin"), "up.bin", port=port, **options, **BUSYBOX_TIMEOUT)
+    assert same(out / "up.bin", root / "up.bin")
+    assert stats.bytes == 250_000
+    # busybox answers blksize on a WRQ, never tsize; with nothing to acknowledge it sends a plain ACK
+    assert stats.options == ({"blksize": 1468} if options else {})
+    assert leftovers(str(root)) == [] and leftovers(str(out)) == []
+
+
+def test_client_errors_from_busybox_tftpd(root, out):
+    (out / "keep").write_bytes(b"keep")
+    with busybox_tftpd(str(root)) as port:
+        with pytest.raises(TftpRemoteError) as info:
+            client.download("127.0.0.1", "absent", str(out / "keep"), port=port, **BUSYBOX_TIMEOUT)
+    assert info.value.code == 1
+    assert (out / "keep").read_bytes() == b"keep" and os.listdir(out) == ["keep"]
+
+
+def test_client_with_busybox_tftpd_over_ipv6(root, out):
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    fill(str(root / "f.bin"), 200_000, seed=6)
+    with busybox_tftpd(str(root), host="::1") as port:
+        stats = client.download("::1", "f.bin", str(out / "f.bin"), port=port, blksize=1400, **BUSYBOX_TIMEOUT)
+    assert same(root / "f.bin", out / "f.bin")
+    assert stats.options.get("blksize") == 1400 and stats.peer[0] == "::1"
 
 
 # ------------------------------------------------------------------ block numbers past 65535

@@ -9,13 +9,16 @@ import contextlib
 import os
 import random
 import selectors
+import shutil
+import signal
 import socket
 import subprocess
 import threading
 import time
 from typing import Iterator
 
-from conftest import free_port, require_module, require_tool
+import pytest
+from conftest import REQUIRE_PEERS, free_port, require_module, require_tool
 
 from fastnet.tftp import codec
 
@@ -173,6 +176,70 @@ def tftpd_hpa(root: str, *, write: bool = False, host: str = "127.0.0.1", timeou
             proc.wait(5)
 
 
+def _busybox_has(exe: str, applet: str) -> bool:
+    """Whether the busybox *exe* has *applet* (a missing one prints "applet not found", status 127)."""
+    try:
+        r = subprocess.run([exe, applet, "--help"], stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode != 127 and b"applet not found" not in r.stdout + r.stderr
+
+
+def require_busybox_tftpd() -> str:
+    """Path of a busybox with the ``tftpd`` and ``udpsvd`` applets; skip, or fail under CI, if none.
+
+    FASTNET_BUSYBOX_TFTPD names one (``.ci/busybox-tftpd`` builds it: Debian's busybox has no
+    tftpd); else a ``busybox`` on PATH is used when it has the applets.
+    """
+    tried = []
+    env = os.environ.get("FASTNET_BUSYBOX_TFTPD")
+    if env:
+        tried.append(f"FASTNET_BUSYBOX_TFTPD={env}")
+        if _busybox_has(env, "tftpd") and _busybox_has(env, "udpsvd"):
+            return env
+    path = shutil.which("busybox")
+    if path:
+        tried.append(path)
+        if _busybox_has(path, "tftpd") and _busybox_has(path, "udpsvd"):
+            return path
+    message = "peer tool not installed: busybox with tftpd and udpsvd applets (build one with .ci/busybox-tftpd)"
+    if tried:
+        message += "; tried " + ", ".join(tried)
+    if REQUIRE_PEERS:
+        pytest.fail(message + " (FASTNET_REQUIRE_PEERS=1)")
+    pytest.skip(message)
+
+
+@contextlib.contextmanager
+def busybox_tftpd(root: str, *, write: bool = False, host: str = "127.0.0.1") -> Iterator[int]:
+    """Run ``busybox udpsvd HOST PORT busybox tftpd`` serving *root* on an ephemeral port; yields the port.
+
+    udpsvd forks one tftpd per request.  *write* lets uploads create files (``-c``), else uploads
+    are refused (``-r``).  tftpd's DIR argument would chroot (root only): the servers run in
+    *root* instead, so the tests run as any user.  At the end the whole process group (udpsvd and
+    any tftpd still running) gets SIGTERM, then SIGKILL after 5 s.
+    """
+    exe = require_busybox_tftpd()
+    port = free_port(socket.SOCK_DGRAM, host)
+    args = [exe, "udpsvd", "-E", host, str(port), exe, "tftpd", "-c" if write else "-r"]
+    proc = subprocess.Popen(args, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_tftp(port, host)
+        yield port
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
 @contextlib.contextmanager
 def tftpy_server(root: str) -> Iterator[int]:
     """Run tftpy's server (pure Python) in a thread on an ephemeral port; yields the port."""
@@ -212,7 +279,7 @@ def leftovers(directory: str) -> list[str]:
     return sorted(n for n in os.listdir(directory) if n.endswith(".part"))
 
 
-__all__ = ["LossyProxy", "tftpd_hpa", "tftpy_server", "wait_for_tftp", "run_tool", "fill", "leftovers"]
+__all__ = ["LossyProxy", "tftpd_hpa", "busybox_tftpd", "require_busybox_tftpd", "tftpy_server", "wait_for_tftp", "run_tool", "fill", "leftovers"]
 
 
 @contextlib.contextmanager
