@@ -9,12 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_SLOTS 64u
+#define RECV_BYTES (256u * 1024u) /* receiver: slots stay within this, so that they stay in cache */
 #define SENDER_RBUF 65540u
 #define MIN_SLOT 2048u
 #define READ_AHEAD (256u * 1024u)
@@ -25,6 +27,8 @@
 #define GRO_SLOTS 16u
 #define DIRECT_WRITE 8192u      /* payloads this large skip the receiver's staging buffer */
 #define READ_WHOLE 32768u       /* blocks this large are read a window at a time */
+#define SPLICE_MIN 32768u       /* blocks this large (too large for GSO batches) go by splice() */
+#define SPLICE_PIPE (128u * 1024u) /* 32 pipe slots: a 65464-byte block spans at most 17 pages */
 #ifndef SOL_UDP
 #define SOL_UDP 17
 #endif
@@ -40,6 +44,9 @@ typedef struct {
     int orig_flags;
     int gro;                        /* receiver: UDP_GRO is on (turned off again by free) */
     int gso;                        /* sender: UDP_SEGMENT works (cleared on the first refusal) */
+    int splice;                     /* sender: blocks go file -> pipe -> socket, never copied */
+    int pipe_rd, pipe_wr;           /* the pipe of the splice path (-1: none) */
+    uint8_t head[4 + 8192];         /* sender, splice path: header and a block's copied head */
     struct timeval orig_rcvtimeo;
 } scratch_t;
 
@@ -137,6 +144,32 @@ static void progress(tftp_session *s, double t)
     s->deadline = t + s->wait;
 }
 
+/* ------------------------------------------------------------------ the splice path's pipe */
+
+static void pipe_close(scratch_t *sc)
+{
+    if (sc->pipe_rd >= 0)
+        close(sc->pipe_rd);
+    if (sc->pipe_wr >= 0)
+        close(sc->pipe_wr);
+    sc->pipe_rd = sc->pipe_wr = -1;
+}
+
+static int pipe_open(scratch_t *sc)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return -1;
+    sc->pipe_rd = p[0];
+    sc->pipe_wr = p[1];
+    /* a block must fit whole: if the pipe cannot grow (pipe-user-pages limits), no splice path */
+    if (fcntl(p[1], F_SETPIPE_SZ, (int)SPLICE_PIPE) < (int)SPLICE_PIPE) {
+        pipe_close(sc);
+        return -1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ init / free */
 
 int tftp_session_init(tftp_session *s)
@@ -156,6 +189,7 @@ int tftp_session_init(tftp_session *s)
     if (sc == NULL)
         return -1;
     s->scratch = sc;
+    sc->pipe_rd = sc->pipe_wr = -1;
     unsigned n;
     if (s->role == TFTP_ENGINE_SENDER) {
         n = s->window;
@@ -169,6 +203,13 @@ int tftp_session_init(tftp_session *s)
         /* a window of small blocks goes out as GSO super-datagrams: the kernel cuts them into
          * DATA packets (or hands them whole to a receiver with UDP_GRO, such as this engine) */
         sc->gso = s->window > 1 && 2u * (s->blksize + 4u) <= GSO_MAX_BYTES;
+        /* big blocks of a regular file: the kernel moves page references from the page cache to
+         * the datagram (splice), instead of pread() and sendmsg() copying every byte twice */
+        struct stat st;
+        if (s->blksize >= SPLICE_MIN && !(s->flags & TFTP_ENGINE_FLAG_NO_SPLICE) && fstat(s->fd, &st) == 0 &&
+            S_ISREG(st.st_mode)) {
+            sc->splice = pipe_open(sc) == 0;
+        }
     } else {
         n = s->window < MAX_SLOTS ? s->window : MAX_SLOTS;
         s->slot = s->blksize + 4u < MIN_SLOT ? MIN_SLOT : s->blksize + 4u;
@@ -181,6 +222,8 @@ int tftp_session_init(tftp_session *s)
                     n = GRO_SLOTS;
             }
         }
+        if (n > 1 && (size_t)n * s->slot > RECV_BYTES)
+            n = (unsigned)(RECV_BYTES / s->slot) ? (unsigned)(RECV_BYTES / s->slot) : 1u;
         s->nslots = n;
         s->buf_cap = s->slot * n;
         s->stage_cap = STAGE_SIZE > 2u * s->blksize ? STAGE_SIZE : 2u * s->blksize;
@@ -231,6 +274,7 @@ void tftp_session_free(tftp_session *s)
             int off = 0;
             setsockopt(s->sock, SOL_UDP, UDP_GRO, &off, sizeof off);
         }
+        pipe_close(sc);
         free(sc->cmsgs);
         free(sc->segs);
         free(sc->msgs);
@@ -311,7 +355,7 @@ static int fill(tftp_session *s, off_t off, size_t len)
  * one (as tftpd-hpa reads ahead), unless they are in buf already or the file ended. */
 static void read_ahead(tftp_session *s)
 {
-    if (s->last || s->buf2 == NULL)
+    if (s->last || s->buf2 == NULL || ((scratch_t *)s->scratch)->splice)
         return;
     const off_t next = s->file_start + (off_t)(s->sent_hi * s->blksize);
     const size_t len = (size_t)s->window * s->blksize;
@@ -323,20 +367,192 @@ static void read_ahead(tftp_session *s)
     /* a read error is not reported here: fill() meets it again when the block is due */
 }
 
+enum { SPLICE_SENT = 0, SPLICE_READ_ERROR = -1, SPLICE_FAILED = 1, SPLICE_LOST = 2 };
+
+#define PAGE 4096u
+
+/* One DATA packet by splice, its payload never copied whole:
+ *   1. the file's bytes from the first page boundary in the block on go into the pipe (page
+ *      references, not copies);
+ *   2. the 4-byte header and the block's head up to a page boundary (< 8 KiB, read with pread())
+ *      open the datagram with MSG_MORE and name the peer.  An skb holds at most 17 fragments:
+ *      the copied part takes 1 or 2, the spliced pages at most 15;
+ *   3. the pipe goes into the socket, and an empty send closes the datagram.
+ * SPLICE_FAILED: the kernel refused the splice path (nothing of this block was sent). */
+static int splice_block(tftp_session *s, uint64_t k, off_t off, size_t *plen)
+{
+    scratch_t *sc = s->scratch;
+    const size_t bs = s->blksize;
+    size_t head = (PAGE - (size_t)(off % PAGE)) % PAGE;
+    if (bs - (head < bs ? head : bs) > 15u * PAGE)
+        head += PAGE; /* at most 15 pages spliced: with the copied part (2 fragments at most), 17 */
+    if (head > bs)
+        head = bs;
+    size_t got = 0; /* bytes in the pipe */
+    loff_t from = off + (off_t)head;
+    while (head + got < bs) {
+        ssize_t n = splice(s->fd, &from, sc->pipe_wr, NULL, bs - head - got, SPLICE_F_MOVE);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            int err = errno;
+            pipe_close(sc); /* whatever it holds is not sent */
+            if (err == EINVAL || err == ENOSYS || err == EOPNOTSUPP)
+                return SPLICE_FAILED; /* this file system cannot splice */
+            s->error_errno = err;
+            return SPLICE_READ_ERROR;
+        }
+        if (n == 0)
+            break; /* the end of the file */
+        got += (size_t)n;
+    }
+    uint8_t *h = sc->head;
+    tftp_build_ack(h, (uint16_t)(k & 0xFFFF));
+    h[1] = TFTP_DATA;
+    size_t have = 0; /* head bytes read */
+    while (have < head) {
+        ssize_t n = pread(s->fd, h + 4 + have, head - have, off + (off_t)have);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            s->error_errno = errno;
+            pipe_close(sc);
+            return SPLICE_READ_ERROR;
+        }
+        if (n == 0)
+            break;
+        have += (size_t)n;
+    }
+    if (have < head && got) { /* the file changed under us: short head, data after it */
+        pipe_close(sc);
+        got = 0;
+    }
+    *plen = have + got;
+    struct iovec iov = {h, 4 + have};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_name = &s->peer;
+    m.msg_namelen = s->peer_len;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    union {
+        uint8_t buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } cm;
+    if (got) {
+        /* MSG_MORE keeps the datagram open for the spliced pages.  A UDP_SEGMENT size of at least
+         * the datagram's length cuts nothing, but it lets the kernel leave the checksum to the
+         * device (loopback: none): without it, the kernel reads every spliced byte to sum it */
+        memset(&cm, 0, sizeof cm);
+        m.msg_control = cm.buf;
+        m.msg_controllen = sizeof cm.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t seg = (uint16_t)(bs + 4u);
+        memcpy(CMSG_DATA(c), &seg, sizeof seg);
+    }
+    ssize_t r;
+    while ((r = sendmsg(s->sock, &m, got ? MSG_MORE : 0)) < 0 && errno == EINTR)
+        ;
+    if (!got)
+        return r < 0 ? SPLICE_LOST : SPLICE_SENT;
+    if (r < 0) {
+        pipe_close(sc);
+        return errno == EINVAL || errno == EIO || errno == ENOPROTOOPT ? SPLICE_FAILED : SPLICE_LOST;
+    }
+    int fate = SPLICE_SENT;
+    size_t left = got;
+    while (left) {
+        /* SPLICE_F_MORE: the kernel moves 16 pages a step, and no step may close the datagram */
+        ssize_t n = splice(sc->pipe_rd, NULL, s->sock, NULL, left, SPLICE_F_MORE);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            fate = SPLICE_FAILED;
+            break;
+        }
+        left -= (size_t)n;
+    }
+    if (fate != SPLICE_SENT) {
+        pipe_close(sc);
+        /* nothing half-built may go out later as a short (final-looking) DATA: an append of 65535
+         * bytes never fits a datagram, and the kernel answers it by dropping what is pending */
+        while (send(s->sock, sc->rbuf, 65535, MSG_MORE) < 0 && errno == EINTR)
+            ;
+        return fate;
+    }
+    m.msg_iov = NULL; /* an empty send without MSG_MORE closes and sends the datagram */
+    m.msg_iovlen = 0;
+    m.msg_control = NULL;
+    m.msg_controllen = 0;
+    while (sendmsg(s->sock, &m, 0) < 0 && errno == EINTR)
+        ;
+    return SPLICE_SENT;
+}
+
+/* The splice path of send_window(): blocks base .. base+window-1.  Returns how many went out,
+ * -1 on a read error; *failed_at: the block the kernel refused (0: none), splice is then off. */
+static int64_t splice_window(tftp_session *s, off_t start, uint64_t *failed_at)
+{
+    scratch_t *sc = s->scratch;
+    const uint32_t bs = s->blksize;
+    const uint64_t base = s->base;
+    uint64_t k = base;
+    *failed_at = 0;
+    for (; k < base + s->window; k++) {
+        if (sc->pipe_rd < 0 && pipe_open(sc) < 0) {
+            *failed_at = k;
+            break;
+        }
+        size_t plen = 0;
+        int r = splice_block(s, k, start + (off_t)((k - base) * bs), &plen);
+        if (r == SPLICE_READ_ERROR)
+            return -1;
+        if (r == SPLICE_FAILED) {
+            *failed_at = k;
+            break;
+        }
+        if (plen < bs) {
+            s->last = k;
+            s->last_len = (uint32_t)plen;
+            k++;
+            break;
+        }
+    }
+    if (*failed_at) {
+        sc->splice = 0; /* from now on, pread() and sendmmsg() */
+        pipe_close(sc);
+    }
+    s->sent_hi = k - 1;
+    return (int64_t)(k - base);
+}
+
 /* Send blocks base .. base+window-1 (fewer at the end of the file) with one sendmmsg().
  * Returns how many went out, or -1 on a read error. */
 static int64_t send_window(tftp_session *s)
 {
     scratch_t *sc = s->scratch;
     const uint32_t bs = s->blksize;
-    const uint64_t base = s->base;
+    uint64_t base = s->base;
+    int64_t before = 0;
+    if (sc->splice) {
+        uint64_t failed_at;
+        int64_t r = splice_window(s, s->file_start + (off_t)((base - 1) * bs), &failed_at);
+        if (r < 0 || !failed_at)
+            return r;
+        before = (int64_t)(failed_at - base); /* sent by splice; the rest by pread() */
+        base = failed_at;
+    }
     const off_t start = s->file_start + (off_t)((base - 1) * bs);
+    const uint64_t end_block = s->base + s->window; /* one past the window */
     if (s->buf_off < 0)
         s->buf_off = 0, s->buf_have = 0;
-    if (fill(s, start, (size_t)s->window * bs) < 0)
+    if (fill(s, start, (size_t)(end_block - base) * bs) < 0)
         return -1;
     unsigned npk = 0; /* packets of this window */
-    for (uint64_t k = base; k < base + s->window; k++) {
+    for (uint64_t k = base; k < end_block; k++) {
         off_t boff = start + (off_t)((k - base) * bs);
         off_t end = s->buf_off + (off_t)s->buf_have;
         size_t plen = boff >= end ? 0 : (size_t)(end - boff) < bs ? (size_t)(end - boff) : bs;
@@ -409,7 +625,7 @@ static int64_t send_window(tftp_session *s)
     (void)sent;
     sent = done; /* packets lost to a send error count as sent: the peer's silence resends them */
     s->sent_hi = base + sent - 1;
-    return sent;
+    return before + (int64_t)sent;
 }
 
 static int run_sender(tftp_session *s)

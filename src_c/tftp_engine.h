@@ -6,7 +6,8 @@
  * the dally of a client download) stays with the caller; tftp_session_run() does the rest:
  *
  *   sender   (server RRQ, client WRQ): reads the file with pread() into a buffer and sends a
- *            window of DATA with one sendmmsg(); resends from the first unacknowledged block on
+ *            window of DATA with one sendmmsg(); blocks of 32768 bytes and more of a regular file
+ *            go instead by splice() from the page cache (no copy on this side); resends from the first unacknowledged block on
  *            timeout (exponential backoff, at most `retries` in a row) and, in a windowed
  *            transfer, once on a duplicate ACK of the window's predecessor (RFC 7440 gap);
  *            never on a duplicate ACK in lockstep (RFC 1123, no Sorcerer's Apprentice).
@@ -49,6 +50,7 @@ enum {
     TFTP_ENGINE_FLAG_STRICT = 1,      /* RRQ/WRQ from the peer stop the transfer (client), else ignored */
     TFTP_ENGINE_FLAG_ACK_LAST = 2,    /* receiver: send the final ACK itself (client) */
     TFTP_ENGINE_FLAG_OACK_REACK = 4,  /* receiver: an OACK before block 1 is answered with `first` again */
+    TFTP_ENGINE_FLAG_NO_SPLICE = 8,   /* sender: always pread() + sendmmsg(), even for big blocks of a file */
 };
 
 typedef struct tftp_session {

@@ -5,9 +5,12 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
+from conftest import require_tool
 from tftp_helpers import RawPeer, fastnet_server, fill
 
 from fastnet.tftp import client, codec, engine
@@ -273,3 +276,132 @@ def test_progress_is_reported_from_inside_the_engine(root, tmp_path):
     assert seen[-1] == (len(data), len(data) // 512 + 1)
     assert [b for b, _ in seen] == sorted(b for b, _ in seen)
     assert ups[-1] == len(data) and ups == sorted(ups)
+
+
+# ---------------------------------------------------------------- big blocks: the splice path
+# Blocks of 32768 bytes and more of a regular file go from the page cache to the socket by
+# splice() in the compiled engine (zero_copy=True, the default); zero_copy=False reads them with
+# pread() as smaller blocks are.  The bytes on the wire must not depend on the path.
+
+
+def _transfer(pair, tmp_path, data: bytes, *, blksize: int, windowsize: int, zero_copy: bool, file_start: int = 0):
+    a, b = pair
+    (tmp_path / "src.bin").write_bytes(data)
+    with open(tmp_path / "src.bin", "rb") as src, open(tmp_path / "dst.bin", "wb") as dst:
+        sender = engine.Session(engine.SENDER, a, src.fileno(), b.getsockname(), blksize=blksize, windowsize=windowsize,
+                                timeout=5.0, retries=3, file_start=file_start, zero_copy=zero_copy)
+        receiver = engine.Session(engine.RECEIVER, b, dst.fileno(), a.getsockname(), blksize=blksize,
+                                  windowsize=windowsize, timeout=5.0, retries=3, ack_last=True)
+        future = _run_in_thread(sender)
+        assert receiver.run() == engine.DONE
+        assert future.result(60) == engine.DONE
+        stats = (sender.bytes, sender.blocks, sender.retransmissions, receiver.bytes, receiver.blocks)
+        sender.close()
+        receiver.close()
+    return (tmp_path / "dst.bin").read_bytes(), stats
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["splice", "pread"])
+@pytest.mark.parametrize("blksize,windowsize", [(65464, 1), (65464, 16), (32768, 4)])
+@pytest.mark.parametrize("size_in_blocks,extra", [(0, 0), (0, 100), (0, 4095), (1, 0), (3, 0), (3, 1), (5, 4097)])
+def test_big_blocks_arrive_byte_identical_by_either_path(pair, tmp_path, zero_copy, blksize, windowsize,
+                                                         size_in_blocks, extra):
+    data = random_bytes(size_in_blocks * blksize + extra, seed=size_in_blocks * 7 + extra)
+    got, (sent_bytes, sent_blocks, resent, received_bytes, received_blocks) = _transfer(
+        pair, tmp_path, data, blksize=blksize, windowsize=windowsize, zero_copy=zero_copy)
+    assert got == data
+    assert sent_bytes == received_bytes == len(data)
+    # an exact multiple (and an empty file) ends with an empty DATA
+    assert sent_blocks == received_blocks == len(data) // blksize + 1
+    assert resent == 0
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["splice", "pread"])
+def test_big_blocks_start_at_an_unaligned_file_offset(pair, tmp_path, zero_copy):
+    # block boundaries fall anywhere in a page: the engine copies the head up to a page boundary
+    data = random_bytes(1000 + 3 * 65464 + 12345, seed=11)
+    got, _ = _transfer(pair, tmp_path, data, blksize=65464, windowsize=4, zero_copy=zero_copy, file_start=1000)
+    assert got == data[1000:]
+
+
+def test_a_big_block_is_resent_whole_after_a_timeout(pair, tmp_path):
+    """The receiver ignores block 2 once: the resent block 2 is the same bytes, and the rest follows."""
+    a, b = pair
+    blksize = 65464
+    data = random_bytes(3 * blksize + 10, seed=12)
+    (tmp_path / "src.bin").write_bytes(data)
+    b.settimeout(10)
+    with open(tmp_path / "src.bin", "rb") as src:
+        sender = engine.Session(engine.SENDER, a, src.fileno(), b.getsockname(), blksize=blksize, windowsize=1,
+                                timeout=0.2, retries=3)
+        future = _run_in_thread(sender)
+        seen = []
+        ignored = False
+        while True:
+            packet = codec.decode(b.recvfrom(blksize + 100)[0])
+            assert type(packet) is codec.Data
+            seen.append((packet.block, bytes(packet.payload)))
+            if packet.block == 2 and not ignored:
+                ignored = True  # as if it were lost: no ACK, the sender's timeout resends it
+                continue
+            b.sendto(codec.encode_ack(packet.block), a.getsockname())
+            if len(packet.payload) < blksize:
+                break
+        assert future.result(30) == engine.DONE
+        assert sender.retransmissions == 1
+        sender.close()
+    assert [block for block, _ in seen] == [1, 2, 2, 3, 4]
+    assert seen[1][1] == seen[2][1] == data[blksize : 2 * blksize]
+    assert seen[0][1] + seen[2][1] + seen[3][1] + seen[4][1] == data
+
+
+def test_the_compiled_sender_splices_big_blocks(tmp_path, implementation, impl_env):
+    """Observable with strace: splice() carries the blocks, and zero_copy=False turns it off."""
+    if implementation != "c":
+        pytest.skip("the splice path is the compiled engine's; the twin always reads")
+    strace = require_tool("strace")
+    if subprocess.run([strace, "-f", "-o", "/dev/null", "true"], capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("strace cannot trace here (ptrace refused)")
+    (tmp_path / "src.bin").write_bytes(random_bytes(10 * 65464 + 5, seed=13))
+    script = tmp_path / "send.py"
+    script.write_text(SPLICE_SCRIPT)
+    counts = {}
+    for zero_copy in ("1", "0"):
+        trace = tmp_path / f"trace-{zero_copy}.txt"
+        r = subprocess.run([strace, "-f", "-e", "trace=splice,sendmmsg", "-o", str(trace), sys.executable, str(script),
+                            str(tmp_path / "src.bin"), zero_copy], capture_output=True, timeout=60, env=impl_env)
+        assert r.returncode == 0, r.stderr.decode()
+        assert r.stdout.decode().split() == ["ok", str(10 * 65464 + 5)]
+        text = trace.read_text()
+        counts[zero_copy] = (text.count("splice("), text.count("sendmmsg("))
+    # 11 blocks: file -> pipe and pipe -> socket for each block with a payload
+    assert counts["1"][0] >= 2 * 11 - 2 and counts["1"][1] == 0
+    assert counts["0"] == (0, counts["0"][1]) and counts["0"][1] >= 11
+
+
+SPLICE_SCRIPT = r"""
+import socket, sys, threading
+from fastnet.tftp import engine
+path, zero_copy = sys.argv[1], sys.argv[2] == "1"
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+with open(path, "rb") as src, open("/dev/null", "wb") as dst:
+    s = engine.Session(engine.SENDER, a, src.fileno(), b.getsockname(), blksize=65464, windowsize=1, timeout=5.0,
+                       retries=3, zero_copy=zero_copy)
+    r = engine.Session(engine.RECEIVER, b, dst.fileno(), a.getsockname(), blksize=65464, windowsize=1, timeout=5.0,
+                       retries=3, ack_last=True)
+    out = []
+    t = threading.Thread(target=lambda: out.append(s.run()))
+    t.start()
+    assert r.run() == engine.DONE
+    t.join(30)
+    assert out == [engine.DONE]
+    print("ok", r.bytes)
+"""
+
+
+def random_bytes(n: int, seed: int) -> bytes:
+    import random
+
+    return random.Random(seed).randbytes(n)

@@ -48,6 +48,7 @@ cdef extern from "tftp_engine.h" nogil:
     int TFTP_ENGINE_FLAG_STRICT
     int TFTP_ENGINE_FLAG_ACK_LAST
     int TFTP_ENGINE_FLAG_OACK_REACK
+    int TFTP_ENGINE_FLAG_NO_SPLICE
 
     ctypedef struct tftp_session:
         int role

@@ -74,7 +74,9 @@ cdef class Session:
     of block 1; *start_block*: the first block to send / expect.  *strict*: an RRQ/WRQ from the peer ends the run (STOP) instead of being ignored.
     *ack_last*: a receiver sends the final ACK itself.  *oack_reack*: a receiver answers a
     repeated OACK before block 1 with *first*.  *report_interval* > 0: :meth:`run` returns
-    PROGRESS that often.
+    PROGRESS that often.  *zero_copy* (a sender of blocks of 32768 bytes or more from a regular
+    file): the blocks go from the page cache to the socket by ``splice()``; False reads them with
+    ``pread()`` as smaller blocks are.  The bytes on the wire are the same either way.
     """
 
     cdef tftp_session *_s
@@ -91,7 +93,8 @@ cdef class Session:
     def __init__(self, str role, sock, int fd, tuple peer, *, int blksize, int windowsize, double timeout,
                  int retries, double max_backoff=8.0, first=None, bint first_sent=False, long long file_start=0,
                  unsigned long long start_block=1,
-                 bint strict=False, bint ack_last=False, bint oack_reack=False, double report_interval=0.0):
+                 bint strict=False, bint ack_last=False, bint oack_reack=False, double report_interval=0.0,
+                 bint zero_copy=True):
         cdef tftp_session *s = self._s
         cdef const unsigned char[:] view
         if role == SENDER:
@@ -122,7 +125,8 @@ cdef class Session:
             s.first_len = len(first)
         s.first_sent = first_sent
         s.flags = ((TFTP_ENGINE_FLAG_STRICT if strict else 0) | (TFTP_ENGINE_FLAG_ACK_LAST if ack_last else 0)
-                   | (TFTP_ENGINE_FLAG_OACK_REACK if oack_reack else 0))
+                   | (TFTP_ENGINE_FLAG_OACK_REACK if oack_reack else 0)
+                   | (0 if zero_copy else TFTP_ENGINE_FLAG_NO_SPLICE))
         if tftp_session_init(s) < 0:
             raise OSError(s.error_errno or 22, "cannot start the transfer engine")
 

@@ -70,6 +70,7 @@ class Session:
         ack_last: bool = False,
         oack_reack: bool = False,
         report_interval: float = 0.0,
+        zero_copy: bool = True,  # the compiled engine's splice path; here blocks are always read
     ) -> None:
         if role not in (SENDER, RECEIVER):
             raise ValueError(f"role must be {SENDER!r} or {RECEIVER!r}")
