@@ -10,7 +10,9 @@ Pairs that are compared with each other take turns run by run (the machine may b
 each row is the median of its runs.  Throughput is the file size over the client's own transfer time (curl's ``%{time_total}``, the
 fastnet client's ``stats.seconds``: request to last ACK, process start-up excluded for both).
 Server CPU is user+sys time per MiB read from ``/proc/<pid>/stat`` before and after each run
-(tftpd-hpa forks a child per transfer: its children's reaped times count too).
+(tftpd-hpa forks a child per transfer: its children's reaped times count too).  Client CPU is
+the client process's own user+sys time (``wait4``) per MiB, less its cost for fetching a 1-byte
+file (start-up and exit); with curl as the client it bounds what any lockstep server can reach.
 
 tftpy is slow: its runs use a smaller file (``--tftpy-size``, 8 MiB by default) and the table says
 so; MiB/s and CPU per MiB are rates, so they are comparable, but not measured on the same size.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -115,20 +118,34 @@ class Server:
 
 
 def run_client(kind: str, port: int, name: str, blksize: int, window: int, cpu: str, size: int) -> float:
-    """Seconds the transfer took, as the client measured it."""
+    """Seconds the transfer took, as the client measured it (its CPU time: see client_cpu)."""
     if kind == "curl":
         args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{size_download}",
                 "--tftp-blksize", str(blksize), f"tftp://127.0.0.1:{port}/{name}"]
     else:
         args = [sys.executable, "-c", FASTNET_CLIENT, "127.0.0.1", str(port), name, str(blksize), str(window)]
-    r = subprocess.run(["taskset", "-c", cpu, *args], capture_output=True, timeout=900)
-    if r.returncode != 0:
-        raise RuntimeError(f"{kind} failed: {r.stderr.decode().strip()}")
-    parts = r.stdout.split()
+    # taskset execs the client in place: wait4() on it gives the client's own CPU time
+    proc = subprocess.Popen(["taskset", "-c", cpu, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stdout, stderr = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    # communicate() reaped it: its CPU time is in this process's children's totals, by difference
+    return_code = proc.returncode
+    if return_code != 0:
+        raise RuntimeError(f"{kind} failed: {stderr.decode().strip()}")
+    parts = stdout.split()
     seconds, got = float(parts[0]), int(float(parts[1]))
     if got != size:
         raise RuntimeError(f"{kind} got {got} bytes of {size}")
     return seconds
+
+
+def client_cpu() -> float:
+    """CPU seconds (user + sys) of all the clients this process has run and reaped so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class ChildSampler(threading.Thread):
@@ -164,19 +181,39 @@ class ChildSampler(threading.Thread):
         return sum(self.seen.values())
 
 
+STARTUP: dict[tuple[str, str], float] = {}
+
+
+def startup_cpu(server: Server, client: str, cpu: str) -> float:
+    """A client's CPU seconds for fetching a 1-byte file (start-up, request, exit): the median of 3.
+
+    Subtracted from each run's client CPU, so that the column is the transfer's own cost per MiB."""
+    key = (client, cpu)
+    if key not in STARTUP:
+        samples = []
+        for _ in range(3):
+            before = client_cpu()
+            run_client(client, server.port, "tiny.bin", 512, 1, cpu, 1)
+            samples.append(client_cpu() - before)
+        STARTUP[key] = statistics.median(samples)
+    return STARTUP[key]
+
+
 def measure(server: Server, client: str, name: str, size: int, blksize: int, window: int, cpu: str, runs: int):
-    """Lists of MiB/s and server CPU ms/MiB, one entry per run."""
-    rates, cpus = [], []
+    """Lists of MiB/s, server CPU ms/MiB and client CPU ms/MiB, one entry per run."""
+    rates, cpus, client_cpus = [], [], []
+    base = startup_cpu(server, client, cpu)
     for _ in range(runs):
         sampler = ChildSampler(server.proc.pid) if server.kind == "tftpd-hpa" else None
         if sampler is not None:
             sampler.start()
-        before = server.cpu()
+        before, client_before = server.cpu(), client_cpu()
         seconds = run_client(client, server.port, name, blksize, window, cpu, size)
         after = server.cpu() + (sampler.total() if sampler is not None else 0.0)
         rates.append(size / MiB / seconds)
         cpus.append((after - before) * 1000 / (size / MiB))
-    return rates, cpus
+        client_cpus.append(max(0.0, client_cpu() - client_before - base) * 1000 / (size / MiB))
+    return rates, cpus, client_cpus
 
 
 def main(argv=None) -> int:
@@ -230,38 +267,40 @@ def main(argv=None) -> int:
         with open(os.path.join(root, "small.bin"), "wb") as f:
             with open(os.path.join(root, "big.bin"), "rb") as src:
                 f.write(src.read(small))
+        with open(os.path.join(root, "tiny.bin"), "wb") as f:
+            f.write(b"x")  # the clients' start-up cost, subtracted from their CPU per MiB
 
         for title, scpu, ccpu in placements:
             print()
             print(f"## {title}")
-            results: dict[tuple, tuple[float, float]] = {}
+            results: dict[tuple, tuple[float, float, float]] = {}
             servers = {"fastnet": Server("fastnet", root, scpu), "tftpd-hpa": Server("tftpd-hpa", root, scpu)}
             if have_tftpy:
                 servers["tftpy"] = Server("tftpy", root, scpu)
             try:
                 print()
-                print("| server | client | blksize | windowsize | MiB/s | server CPU ms/MiB |")
-                print("|---|---|---:|---:|---:|---:|")
+                print("| server | client | blksize | windowsize | MiB/s | server CPU ms/MiB | client CPU ms/MiB |")
+                print("|---|---|---:|---:|---:|---:|---:|")
 
                 def group(pairs):
                     # the pairs compared with each other take turns, run by run, so that a change
                     # in the machine's load (it is shared) hits them alike; medians per pair
-                    samples = {pair: ([], []) for pair in pairs}
+                    samples = {pair: ([], [], []) for pair in pairs}
                     for _ in range(args.runs):
                         for pair in pairs:
                             server_kind, client_kind, blksize, window = pair
                             name, n = ("small.bin", small) if server_kind == "tftpy" else ("big.bin", size)
-                            rates, cpus = measure(servers[server_kind], client_kind, name, n, blksize, window, ccpu, 1)
-                            samples[pair][0].extend(rates)
-                            samples[pair][1].extend(cpus)
+                            for i, values in enumerate(measure(servers[server_kind], client_kind, name, n, blksize,
+                                                               window, ccpu, 1)):
+                                samples[pair][i].extend(values)
                     out = {}
                     for pair in pairs:
                         server_kind, client_kind, blksize, window = pair
-                        rate, cpu = statistics.median(samples[pair][0]), statistics.median(samples[pair][1])
-                        out[pair] = (rate, cpu)
+                        rate, cpu, ccpu_ms = (statistics.median(values) for values in samples[pair])
+                        out[pair] = (rate, cpu, ccpu_ms)
                         note = f" ({small / MiB:g} MiB)" if server_kind == "tftpy" and small != size else ""
-                        print(f"| {server_kind}{note} | {client_kind} | {blksize} | {window} | {rate:.1f} | {cpu:.2f} |",
-                              flush=True)
+                        print(f"| {server_kind}{note} | {client_kind} | {blksize} | {window} | {rate:.1f} | {cpu:.2f} "
+                              f"| {ccpu_ms:.2f} |", flush=True)
                     return out
 
                 # results[(group, pair)]: every check compares pairs measured in the same group
@@ -301,6 +340,13 @@ def main(argv=None) -> int:
                     f, t = results[("servers", "fastnet", "curl", blksize, 1)][0], results[("servers", "tftpy", "curl", blksize, 1)][0]
                     check(f"fastnet server >= 5x tftpy, curl, blksize {blksize}: {f:.1f} vs {t:.1f} MiB/s "
                           f"({f / t:.1f}x)", f >= 5 * t)
+                    # lockstep: curl works on one packet at a time, so no server, however fast, gets
+                    # curl past 1 / (curl's own CPU per MiB); that bound, next to 5x tftpy
+                    curl_ms = results[("servers", "fastnet", "curl", blksize, 1)][2]
+                    if curl_ms > 0:
+                        bound = 1000 / curl_ms
+                        print(f"  - bound: curl's own CPU, {curl_ms:.2f} ms/MiB, caps any server at {bound:.0f} MiB/s "
+                              f"= {bound / t:.1f}x tftpy, with the server and the wake-ups costing nothing")
             for blksize in (512, 1468):
                 f, c = results[("clients", "tftpd-hpa", "fastnet", blksize, 1)][0], results[("clients", "tftpd-hpa", "curl", blksize, 1)][0]
                 check(f"fastnet client >= curl against tftpd-hpa, blksize {blksize}: {f:.1f} vs {c:.1f} MiB/s "
