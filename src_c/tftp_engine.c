@@ -206,8 +206,11 @@ int tftp_session_init(tftp_session *s)
         /* big blocks of a regular file: the kernel moves page references from the page cache to
          * the datagram (splice), instead of pread() and sendmsg() copying every byte twice */
         struct stat st;
-        if (s->blksize >= SPLICE_MIN && !(s->flags & TFTP_ENGINE_FLAG_NO_SPLICE) && fstat(s->fd, &st) == 0 &&
-            S_ISREG(st.st_mode)) {
+        /* windowed only: in lockstep, the peer's copy out of the datagram would read the pages
+         * cold from memory while it waits, where pread() read them ahead while it worked (two
+         * cores: 0.95x tftpd-hpa with splice, 1.09x with pread) */
+        if (s->blksize >= SPLICE_MIN && s->window > 1 && !(s->flags & TFTP_ENGINE_FLAG_NO_SPLICE) &&
+            fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode)) {
             sc->splice = pipe_open(sc) == 0;
         }
     } else {

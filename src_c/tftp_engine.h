@@ -6,7 +6,7 @@
  * the dally of a client download) stays with the caller; tftp_session_run() does the rest:
  *
  *   sender   (server RRQ, client WRQ): reads the file with pread() into a buffer and sends a
- *            window of DATA with one sendmmsg(); blocks of 32768 bytes and more of a regular file
+ *            window of DATA with one sendmmsg(); in a windowed transfer, blocks of 32768 bytes and more of a regular file
  *            go instead by splice() from the page cache (no copy on this side); resends from the first unacknowledged block on
  *            timeout (exponential backoff, at most `retries` in a row) and, in a windowed
  *            transfer, once on a duplicate ACK of the window's predecessor (RFC 7440 gap);

@@ -74,7 +74,7 @@ cdef class Session:
     of block 1; *start_block*: the first block to send / expect.  *strict*: an RRQ/WRQ from the peer ends the run (STOP) instead of being ignored.
     *ack_last*: a receiver sends the final ACK itself.  *oack_reack*: a receiver answers a
     repeated OACK before block 1 with *first*.  *report_interval* > 0: :meth:`run` returns
-    PROGRESS that often.  *zero_copy* (a sender of blocks of 32768 bytes or more from a regular
+    PROGRESS that often.  *zero_copy* (a windowed sender of blocks of 32768 bytes or more from a regular
     file): the blocks go from the page cache to the socket by ``splice()``; False reads them with
     ``pread()`` as smaller blocks are.  The bytes on the wire are the same either way.
     """
