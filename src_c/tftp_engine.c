@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #define MAX_SLOTS 64u
-#define RECV_BYTES (1024u * 1024u) /* receiver: at most this much in receive slots (64 big ones: 4 MiB) */
+#define RECV_BYTES (256u * 1024u) /* receiver: slots within this (a fresh process faults in every page) */
 #define SENDER_RBUF 65540u
 #define MIN_SLOT 2048u
 #define READ_AHEAD (256u * 1024u)
