@@ -46,7 +46,7 @@ __all__ = [
 LISTENING = "listening on"
 
 EXIT_INTERRUPTED = 130
-# Longest blocking wait of a select/epoll loop with no deadline.  A signal that lands between
+# Longest blocking wait of a select/epoll loop or an accept() with no deadline.  A signal that lands between
 # Python's check for pending signals and the system call does not interrupt that call: without a
 # cap, a Ctrl-C arriving in that window would wait for the next client to be noticed.
 SIGNAL_CHECK_INTERVAL = 0.5

@@ -55,13 +55,22 @@ def _listen(args: argparse.Namespace, backlog: int) -> socket.socket:
 
 
 def _accept(server: socket.socket, deadline: _cli.Deadline):
-    server.settimeout(deadline.socket_timeout())
-    try:
-        conn, addr = server.accept()
-    except socket.timeout:
-        return None
-    conn.settimeout(None)
-    return conn, addr
+    """The next client, or None once the deadline has passed.
+
+    accept() waits in slices of at most SIGNAL_CHECK_INTERVAL: a Ctrl-C that lands between
+    Python's signal check and the blocking call is then seen within that time, instead of when
+    the next client happens to connect.
+    """
+    while True:
+        server.settimeout(max(deadline.timeout(_cli.SIGNAL_CHECK_INTERVAL), 1e-6))
+        try:
+            conn, addr = server.accept()
+        except socket.timeout:
+            if deadline.expired():
+                return None
+            continue
+        conn.settimeout(None)
+        return conn, addr
 
 
 def _deal_with_client(conn: socket.socket, addr) -> None:

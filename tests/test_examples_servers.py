@@ -234,3 +234,47 @@ def test_epoll_server_no_echo_only_prints(impl_env):
         client.settimeout(0.3)
         with pytest.raises(socket.timeout):
             client.recv(10)
+
+
+class _QuietListener:
+    """A listening socket's stand-in: accept() times out *waits* times, then returns a client."""
+
+    def __init__(self, waits: int) -> None:
+        self.waits = waits
+        self.timeouts: list[float | None] = []
+
+    def settimeout(self, value) -> None:
+        self.timeouts.append(value)
+
+    def accept(self):
+        if self.waits:
+            self.waits -= 1
+            time.sleep(min(self.timeouts[-1], 0.01))  # a real accept() would wait this long
+            raise socket.timeout("timed out")
+        return _QuietClient(), ("127.0.0.1", 40000)
+
+
+class _QuietClient:
+    def settimeout(self, value) -> None:
+        self.timeout = value
+
+
+def test_accept_waits_in_short_slices_so_that_ctrl_c_is_seen(implementation):
+    # a Ctrl-C landing between Python's signal check and a blocking accept() is only noticed
+    # when accept() returns: with no --duration it must still return every SIGNAL_CHECK_INTERVAL
+    from fastnet import _cli, servers
+
+    listener = _QuietListener(waits=3)
+    conn, addr = servers._accept(listener, _cli.Deadline(None))
+    assert addr == ("127.0.0.1", 40000) and conn.timeout is None
+    assert listener.timeouts == [_cli.SIGNAL_CHECK_INTERVAL] * 4
+
+
+def test_accept_gives_up_at_the_deadline_not_at_the_first_slice(implementation):
+    from fastnet import _cli, servers
+
+    listener = _QuietListener(waits=10**6)
+    started = time.monotonic()
+    assert servers._accept(listener, _cli.Deadline(0.05)) is None
+    assert time.monotonic() - started >= 0.05
+    assert all(0 < t <= _cli.SIGNAL_CHECK_INTERVAL for t in listener.timeouts)
