@@ -250,6 +250,22 @@ def _udp_loop(sock, ep, stop_fd, signal_fd, stats) -> None:
 LoopFn = Callable[[socket.socket, bool, int, int], RelayStats]
 
 
+# Linux's <linux/in.h>; the socket module does not name them
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_PROBE = 3
+
+
+def _loopback_df(sock: socket.socket) -> None:
+    """Send with DF set: on 127.0.0.0/8 the datagrams never leave the host, so DF changes nothing
+    on the wire, but the kernel then gives an unconnected socket's datagrams IP ID 0 instead of
+    drawing every ID from its global generator, an atomic on a cache line shared by every CPU
+    that sends UDP (5-6 % of the relay's CPU under load, by perf)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+    except OSError:
+        pass  # not Linux: the default is as good
+
+
 def _bind(host: str, port: int, udp: bool, backlog: int, reuseport: bool) -> socket.socket:
     kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
     try:
@@ -264,6 +280,8 @@ def _bind(host: str, port: int, udp: bool, backlog: int, reuseport: bool) -> soc
         if reuseport:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
+        if udp and family == socket.AF_INET and sockaddr[0].startswith("127."):
+            _loopback_df(sock)
         if not udp:
             sock.listen(backlog)
         sock.setblocking(False)

@@ -509,3 +509,33 @@ def test_compiled_relay_is_built():
         pytest.skip("FASTNET_NO_EXTENSIONS=1 asks for no compiled module")
     module = importlib.import_module("fastnet._relay_c")
     assert module.__file__.endswith(".so"), module.__file__
+
+
+def test_udp_replies_on_loopback_carry_df_and_need_no_global_ip_id(udp_relay):
+    """On 127.0.0.0/8 the relay sends with DF set: IP ID 0, not one from the kernel's shared generator.
+
+    Seen on the wire with a raw socket (needs CAP_NET_RAW: skipped without it)."""
+    try:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    except PermissionError:
+        pytest.skip("a raw socket needs CAP_NET_RAW")
+    port = udp_relay.address[1]
+    with raw, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        raw.settimeout(5)
+        client.settimeout(5)
+        client.bind(("127.0.0.1", 0))
+        client.sendto(b"x" * 1000, ("127.0.0.1", port))
+        assert client.recvfrom(2000)[0] == b"x" * 1000
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            packet = raw.recv(65535)
+            header_len = (packet[0] & 0x0F) * 4
+            source_port = int.from_bytes(packet[header_len : header_len + 2], "big")
+            dest_port = int.from_bytes(packet[header_len + 2 : header_len + 4], "big")
+            if source_port == port and dest_port == client.getsockname()[1]:
+                break
+        else:
+            pytest.fail("the reply never showed on the raw socket")
+    flags_and_offset = int.from_bytes(packet[6:8], "big")
+    assert flags_and_offset & 0x4000, "DF is not set"
+    assert int.from_bytes(packet[4:6], "big") == 0, "the IP ID came from the global generator"
