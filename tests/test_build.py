@@ -62,3 +62,28 @@ def test_failed_compiled_import_falls_back_with_warning():
     assert "IMPL python" in out.stdout
     assert "ACK 00040007" in out.stdout
     assert "WARNING fastnet: compiled module fastnet.tftp._codec_c is unavailable" in out.stderr
+
+
+@pytest.mark.skipif(_compat.NO_EXTENSIONS, reason="FASTNET_NO_EXTENSIONS=1 asks for no compiled module")
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_module_needs_no_glibc_newer_than_2_17(name):
+    """manylinux2014 (glibc 2.17) is the wheels' floor: a newer symbol version raises it.
+
+    A build on a newer system binds some calls to new versions (fstat is GLIBC_2.33 since glibc
+    2.33, for one); the C sources avoid those, and auditwheel would otherwise tag the wheel
+    manylinux_2_33 or later, which older systems' pip refuses."""
+    import re
+    import shutil
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc symbol versions are a Linux matter")
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump (binutils) is not installed")
+    path = importlib.import_module(name).__file__
+    symbols = subprocess.run([objdump, "-T", path], capture_output=True, text=True, check=True).stdout
+    too_new = sorted(
+        {line.split()[-1] + " " + version for line in symbols.splitlines()
+         for version in re.findall(r"GLIBC_(2\.\d+)", line) if tuple(map(int, version.split("."))) > (2, 17)}
+    )
+    assert too_new == [], f"{name} needs glibc symbols newer than 2.17: {too_new}"
