@@ -539,3 +539,51 @@ def test_udp_replies_on_loopback_carry_df_and_need_no_global_ip_id(udp_relay):
     flags_and_offset = int.from_bytes(packet[6:8], "big")
     assert flags_and_offset & 0x4000, "DF is not set"
     assert int.from_bytes(packet[4:6], "big") == 0, "the IP ID came from the global generator"
+
+
+def test_a_streaming_connection_does_not_starve_a_small_one(tcp_relay):
+    """One client streams as fast as the relay echoes; another's pings are answered meanwhile."""
+    address = tcp_relay.address
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    done = threading.Event()
+    result = {}
+
+    def stream():
+        with socket.create_connection(address, timeout=30) as s:
+            received = []
+
+            def reader():
+                got = 0
+                while True:
+                    data = s.recv(1 << 20)
+                    if not data:
+                        break
+                    got += len(data)
+                received.append(got)
+
+            t = threading.Thread(target=reader)
+            t.start()
+            sent = 0
+            deadline = time.monotonic() + 10
+            while not done.is_set() and time.monotonic() < deadline:
+                s.sendall(chunk)
+                sent += len(chunk)
+            result["pings_first"] = done.is_set()
+            s.shutdown(socket.SHUT_WR)  # the relay echoes the rest, then closes
+            t.join(30)
+            result["sent"], result["received"] = sent, received
+
+    streamer = threading.Thread(target=stream)
+    with socket.create_connection(address, timeout=10) as ping:
+        streamer.start()
+        try:
+            time.sleep(0.05)  # the stream is flowing
+            for i in range(50):
+                message = b"ping %d" % i
+                ping.sendall(message)
+                assert _recv_exactly(ping, len(message), timeout=5) == message
+        finally:
+            done.set()
+            streamer.join(60)
+    assert result["pings_first"], "the pings were answered only after the stream gave up"
+    assert result["received"] == [result["sent"]] and result["sent"] > 0
