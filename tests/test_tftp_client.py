@@ -49,6 +49,24 @@ def test_download_and_upload_round_trip(root, tmp_path, options):
     assert leftovers(str(root)) == [] and leftovers(str(tmp_path)) == []
 
 
+@pytest.mark.parametrize("blksize,windowsize", [(65464, 16), (32768, 4), (65464, 1)])
+def test_big_blocks_round_trip_between_fastnet_client_and_server(root, tmp_path, blksize, windowsize):
+    # windowed, the compiled sender (server on download, client on upload) splices the blocks
+    # from the page cache; lockstep reads them: the files must come out the same either way
+    size = 3 * 1024 * 1024 + 12345
+    data = fill(str(root / "big.bin"), size, seed=21)
+    with fastnet_server(str(root), allow_write=True) as server:
+        stats = client.download("127.0.0.1", "big.bin", str(tmp_path / "got.bin"), port=server.port,
+                                blksize=blksize, windowsize=windowsize)
+        assert (tmp_path / "got.bin").read_bytes() == data
+        up = client.upload("127.0.0.1", str(tmp_path / "got.bin"), "up.bin", port=server.port,
+                           blksize=blksize, windowsize=windowsize)
+    assert (root / "up.bin").read_bytes() == data
+    assert stats.bytes == up.bytes == size and stats.blocks == size // blksize + 1
+    assert stats.options.get("blksize") == blksize
+    assert leftovers(str(root)) == [] and leftovers(str(tmp_path)) == []
+
+
 def test_netascii_round_trip_converts_line_ends(root, tmp_path):
     text = b"line one\nline two\r\nbare CR\r here\n\n\r"
     (root / "t.txt").write_bytes(text)
@@ -209,9 +227,10 @@ def test_upload_duplicate_acks_never_cause_duplicate_data(tmp_path, pool):
     assert stats.retransmissions == 0
 
 
-@pytest.mark.parametrize("options", [{}, {"blksize": 1024, "windowsize": 8}], ids=["lockstep", "windowed"])
+@pytest.mark.parametrize("options", [{}, {"blksize": 1024, "windowsize": 8}, {"blksize": 65464, "windowsize": 4}],
+                         ids=["lockstep", "windowed", "windowed-big-blocks"])
 def test_lossy_path_transfers_finish_byte_identical(root, tmp_path, options):
-    size = 120_000 if not options else 400_000
+    size = 120_000 if not options else 400_000 if options["blksize"] < 32768 else 1_500_000
     data = fill(str(root / "f.bin"), size, seed=7)
     src = tmp_path / "src.bin"
     src.write_bytes(data)
