@@ -52,16 +52,20 @@ def impl_env(implementation):
     return env
 
 
+def peer_missing(message: str):
+    """A peer the test needs is not there: skip, or fail when FASTNET_REQUIRE_PEERS=1 (CI)."""
+    if REQUIRE_PEERS:
+        pytest.fail(message + " (FASTNET_REQUIRE_PEERS=1)")
+    pytest.skip(message)
+
+
 def require_tool(*names: str) -> str:
     """Path of the first of *names* found on PATH (or in /usr/sbin); skip, or fail under CI, if none."""
     for name in names:
         path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
         if path:
             return path
-    message = f"peer tool not installed: {' or '.join(names)}"
-    if REQUIRE_PEERS:
-        pytest.fail(message + " (FASTNET_REQUIRE_PEERS=1)")
-    pytest.skip(message)
+    peer_missing(f"peer tool not installed: {' or '.join(names)}")
 
 
 def require_module(name: str):
@@ -69,9 +73,16 @@ def require_module(name: str):
     try:
         return __import__(name)
     except ImportError as exc:
-        if REQUIRE_PEERS:
-            pytest.fail(f"{name} is not installed ({exc}) (FASTNET_REQUIRE_PEERS=1)")
-        pytest.skip(f"{name} is not installed")
+        peer_missing(f"{name} is not installed ({exc})")
+
+
+def require_ipv6_loopback() -> None:
+    """Skip the test when ::1 cannot be bound (a host without IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
 
 
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:

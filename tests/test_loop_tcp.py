@@ -18,6 +18,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import require_ipv6_loopback
 
 from test_loop_common import (  # noqa: F401  (fixtures)
     CollectProtocol,
@@ -30,15 +31,6 @@ from test_loop_common import (  # noqa: F401  (fixtures)
 )
 
 
-def _has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 async def _echo_server(loop, host="127.0.0.1", **kwargs):
     server = await loop.create_server(EchoProtocol, host, 0, **kwargs)
     return server, server.sockets[0].getsockname()[:2]
@@ -48,8 +40,8 @@ async def _echo_server(loop, host="127.0.0.1", **kwargs):
 
 @pytest.mark.parametrize("family_host", ["127.0.0.1", "::1"])
 def test_echo_protocol_roundtrip(loop, family_host):
-    if family_host == "::1" and not _has_ipv6():
-        pytest.skip("no IPv6 loopback")
+    if family_host == "::1":
+        require_ipv6_loopback()
 
     async def main():
         server, (host, port) = await _echo_server(loop, family_host)

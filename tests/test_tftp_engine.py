@@ -285,9 +285,9 @@ def test_progress_is_reported_from_inside_the_engine(root, tmp_path):
 # depend on the path.
 
 
-def _transfer(pair, tmp_path, data: bytes, *, blksize: int, windowsize: int, zero_copy: bool, file_start: int = 0):
+def _transfer(pair, tmp_path, *, blksize: int, windowsize: int, zero_copy: bool, file_start: int = 0):
+    """Send src.bin (already written) from *file_start* on; the bytes received and the counters."""
     a, b = pair
-    (tmp_path / "src.bin").write_bytes(data)
     with open(tmp_path / "src.bin", "rb") as src, open(tmp_path / "dst.bin", "wb") as dst:
         sender = engine.Session(engine.SENDER, a, src.fileno(), b.getsockname(), blksize=blksize, windowsize=windowsize,
                                 timeout=5.0, retries=3, file_start=file_start, zero_copy=zero_copy)
@@ -307,9 +307,9 @@ def _transfer(pair, tmp_path, data: bytes, *, blksize: int, windowsize: int, zer
 @pytest.mark.parametrize("size_in_blocks,extra", [(0, 0), (0, 100), (0, 4095), (1, 0), (3, 0), (3, 1), (5, 4097)])
 def test_big_blocks_arrive_byte_identical_by_either_path(pair, tmp_path, zero_copy, blksize, windowsize,
                                                          size_in_blocks, extra):
-    data = random_bytes(size_in_blocks * blksize + extra, seed=size_in_blocks * 7 + extra)
+    data = fill(str(tmp_path / "src.bin"), size_in_blocks * blksize + extra, seed=size_in_blocks * 7 + extra)
     got, (sent_bytes, sent_blocks, resent, received_bytes, received_blocks) = _transfer(
-        pair, tmp_path, data, blksize=blksize, windowsize=windowsize, zero_copy=zero_copy)
+        pair, tmp_path, blksize=blksize, windowsize=windowsize, zero_copy=zero_copy)
     assert got == data
     assert sent_bytes == received_bytes == len(data)
     # an exact multiple (and an empty file) ends with an empty DATA
@@ -320,8 +320,8 @@ def test_big_blocks_arrive_byte_identical_by_either_path(pair, tmp_path, zero_co
 @pytest.mark.parametrize("zero_copy", [True, False], ids=["splice", "pread"])
 def test_big_blocks_start_at_an_unaligned_file_offset(pair, tmp_path, zero_copy):
     # block boundaries fall anywhere in a page: the engine copies the head up to a page boundary
-    data = random_bytes(1000 + 3 * 65464 + 12345, seed=11)
-    got, _ = _transfer(pair, tmp_path, data, blksize=65464, windowsize=4, zero_copy=zero_copy, file_start=1000)
+    data = fill(str(tmp_path / "src.bin"), 1000 + 3 * 65464 + 12345, seed=11)
+    got, _ = _transfer(pair, tmp_path, blksize=65464, windowsize=4, zero_copy=zero_copy, file_start=1000)
     assert got == data[1000:]
 
 
@@ -329,8 +329,7 @@ def test_a_window_of_big_blocks_is_resent_whole_after_a_timeout(pair, tmp_path):
     """The receiver ignores the first window: it comes again, the same bytes, and the rest follows."""
     a, b = pair
     blksize = 65464
-    data = random_bytes(3 * blksize + 10, seed=12)
-    (tmp_path / "src.bin").write_bytes(data)
+    data = fill(str(tmp_path / "src.bin"), 3 * blksize + 10, seed=12)
     b.settimeout(10)
     with open(tmp_path / "src.bin", "rb") as src:
         sender = engine.Session(engine.SENDER, a, src.fileno(), b.getsockname(), blksize=blksize, windowsize=2,
@@ -362,7 +361,7 @@ def test_the_compiled_sender_splices_big_blocks(tmp_path, implementation, impl_e
     strace = require_tool("strace")
     if subprocess.run([strace, "-f", "-o", "/dev/null", "true"], capture_output=True, timeout=30).returncode != 0:
         pytest.skip("strace cannot trace here (ptrace refused)")
-    (tmp_path / "src.bin").write_bytes(random_bytes(10 * 65464 + 5, seed=13))
+    fill(str(tmp_path / "src.bin"), 10 * 65464 + 5, seed=13)
     script = tmp_path / "send.py"
     script.write_text(SPLICE_SCRIPT)
     counts = {}
@@ -401,8 +400,3 @@ with open(path, "rb") as src, open("/dev/null", "wb") as dst:
     print("ok", r.bytes)
 """
 
-
-def random_bytes(n: int, seed: int) -> bytes:
-    import random
-
-    return random.Random(seed).randbytes(n)

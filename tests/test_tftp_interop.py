@@ -13,7 +13,7 @@ import filecmp
 import os
 
 import pytest
-from conftest import require_tool
+from conftest import require_ipv6_loopback, require_tool
 from tftp_helpers import busybox_tftpd, fastnet_server, fill, leftovers, run_tool, tftpd_hpa, tftpy_server
 
 from fastnet.tftp import TftpRemoteError, client
@@ -185,13 +185,7 @@ def test_client_with_tftpy_server(root, out):
 
 
 def test_client_with_tftpd_hpa_over_ipv6(root, out):
-    import socket
-
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        pytest.skip("no IPv6 loopback")
+    require_ipv6_loopback()
     fill(str(root / "f.bin"), 50_000)
     with tftpd_hpa(str(root), host="::1") as port:
         client.download("::1", "f.bin", str(out / "f.bin"), port=port, blksize=1400)
@@ -262,13 +256,7 @@ def test_client_errors_from_busybox_tftpd(root, out):
 
 
 def test_client_with_busybox_tftpd_over_ipv6(root, out):
-    import socket
-
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        pytest.skip("no IPv6 loopback")
+    require_ipv6_loopback()
     fill(str(root / "f.bin"), 200_000, seed=6)
     with busybox_tftpd(str(root), host="::1") as port:
         stats = client.download("::1", "f.bin", str(out / "f.bin"), port=port, blksize=1400, **BUSYBOX_TIMEOUT)

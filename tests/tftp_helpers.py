@@ -17,8 +17,7 @@ import threading
 import time
 from typing import Iterator
 
-import pytest
-from conftest import REQUIRE_PEERS, free_port, require_module, require_tool
+from conftest import free_port, peer_missing, require_module, require_tool
 
 from fastnet.tftp import codec
 
@@ -150,6 +149,21 @@ def wait_for_tftp(port: int, host: str = "127.0.0.1", seconds: float = 5.0) -> N
     raise RuntimeError(f"no TFTP server answered on {host}:{port}")
 
 
+def _stop_group(proc: subprocess.Popen) -> None:
+    """End a daemon started with ``start_new_session=True`` and every child it forked (one per
+    transfer): SIGTERM to the group, SIGKILL after 5 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 @contextlib.contextmanager
 def tftpd_hpa(root: str, *, write: bool = False, host: str = "127.0.0.1", timeout_us: int | None = None) -> Iterator[int]:
     """Run tftpd-hpa's ``in.tftpd -L -s ROOT`` on an ephemeral port; yields the port."""
@@ -163,17 +177,13 @@ def tftpd_hpa(root: str, *, write: bool = False, host: str = "127.0.0.1", timeou
         args += ["-c", "-p"]
     if timeout_us is not None:
         args += ["-T", str(timeout_us)]
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
         wait_for_tftp(port, host)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        _stop_group(proc)
 
 
 def _busybox_has(exe: str, applet: str) -> bool:
@@ -203,11 +213,7 @@ def require_busybox_tftpd() -> str:
         if _busybox_has(path, "tftpd") and _busybox_has(path, "udpsvd"):
             return path
     message = "peer tool not installed: busybox with tftpd and udpsvd applets (build one with .ci/busybox-tftpd)"
-    if tried:
-        message += "; tried " + ", ".join(tried)
-    if REQUIRE_PEERS:
-        pytest.fail(message + " (FASTNET_REQUIRE_PEERS=1)")
-    pytest.skip(message)
+    peer_missing(message + ("; tried " + ", ".join(tried) if tried else ""))
 
 
 @contextlib.contextmanager
@@ -216,8 +222,7 @@ def busybox_tftpd(root: str, *, write: bool = False, host: str = "127.0.0.1") ->
 
     udpsvd forks one tftpd per request.  *write* lets uploads create files (``-c``), else uploads
     are refused (``-r``).  tftpd's DIR argument would chroot (root only): the servers run in
-    *root* instead, so the tests run as any user.  At the end the whole process group (udpsvd and
-    any tftpd still running) gets SIGTERM, then SIGKILL after 5 s.
+    *root* instead, so the tests run as any user.
     """
     exe = require_busybox_tftpd()
     port = free_port(socket.SOCK_DGRAM, host)
@@ -228,16 +233,7 @@ def busybox_tftpd(root: str, *, write: bool = False, host: str = "127.0.0.1") ->
         wait_for_tftp(port, host)
         yield port
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        _stop_group(proc)
 
 
 @contextlib.contextmanager
