@@ -81,6 +81,19 @@ static void send_to(int sock, const void *p, size_t n, const struct sockaddr_sto
     /* other failures: the packet is lost, a timeout resends it */
 }
 
+/* Attach a UDP_SEGMENT control message (GSO segment size `seg`) to `m`, in `cbuf` (CMSG_SLOT bytes). */
+static void set_udp_segment(struct msghdr *m, uint8_t *cbuf, uint16_t seg)
+{
+    memset(cbuf, 0, CMSG_SLOT);
+    m->msg_control = cbuf;
+    m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+    struct cmsghdr *c = CMSG_FIRSTHDR(m);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    memcpy(CMSG_DATA(c), &seg, sizeof seg);
+}
+
 static void send_ack(tftp_session *s, uint64_t block)
 {
     uint8_t ack[4];
@@ -202,13 +215,13 @@ int tftp_session_init(tftp_session *s)
         /* a window of small blocks goes out as GSO super-datagrams: the kernel cuts them into
          * DATA packets (or hands them whole to a receiver with UDP_GRO, such as this engine) */
         sc->gso = s->window > 1 && 2u * (s->blksize + 4u) <= GSO_MAX_BYTES;
-        /* big blocks of a regular file: the kernel moves page references from the page cache to
-         * the datagram (splice), instead of pread() and sendmsg() copying every byte twice */
-        /* windowed only: in lockstep, the peer's copy out of the datagram would read the pages
-         * cold from memory while it waits, where pread() read them ahead while it worked (two
-         * cores: 0.95x tftpd-hpa with splice, 1.09x with pread).  A seekable descriptor only (a
-         * file; pipes and sockets are not): lseek rather than fstat, whose symbol is glibc
-         * 2.33's and would raise the wheel's manylinux floor from 2.17 */
+        /* big blocks of a file, windowed: the kernel moves page references from the page cache
+         * to the datagram (splice) instead of pread() and sendmsg() copying every byte twice.
+         * Not in lockstep: there the peer's copy out of the datagram would read the pages cold
+         * from memory while it waits, where pread() read them ahead while it worked (two cores:
+         * 0.95x tftpd-hpa with splice, 1.09x with pread).  A file is a seekable descriptor (pipes
+         * and sockets are not): lseek rather than fstat, whose symbol is glibc 2.33's and would
+         * raise the wheel's manylinux floor from 2.17 */
         if (s->blksize >= SPLICE_MIN && s->window > 1 && !(s->flags & TFTP_ENGINE_FLAG_NO_SPLICE) &&
             lseek(s->fd, 0, SEEK_CUR) >= 0) {
             sc->splice = pipe_open(sc) == 0;
@@ -431,6 +444,10 @@ static int splice_block(tftp_session *s, uint64_t k, off_t off, size_t *plen)
         got = 0;
     }
     *plen = have + got;
+    if (!got) { /* all of it is in the head: an ordinary packet */
+        send_to(s->sock, h, 4 + have, &s->peer, s->peer_len);
+        return SPLICE_SENT; /* (or lost, as in send_window: the peer's silence resends it) */
+    }
     struct iovec iov = {h, 4 + have};
     struct msghdr m;
     memset(&m, 0, sizeof m);
@@ -438,32 +455,21 @@ static int splice_block(tftp_session *s, uint64_t k, off_t off, size_t *plen)
     m.msg_namelen = s->peer_len;
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
+    /* MSG_MORE keeps the datagram open for the spliced pages.  A UDP_SEGMENT size of at least the
+     * datagram's length cuts nothing, but it lets the kernel leave the checksum to the device
+     * (loopback: none): without it, the kernel reads every spliced byte to sum it */
     union {
-        uint8_t buf[CMSG_SPACE(sizeof(uint16_t))];
+        uint8_t buf[CMSG_SLOT];
         struct cmsghdr align;
     } cm;
-    if (got) {
-        /* MSG_MORE keeps the datagram open for the spliced pages.  A UDP_SEGMENT size of at least
-         * the datagram's length cuts nothing, but it lets the kernel leave the checksum to the
-         * device (loopback: none): without it, the kernel reads every spliced byte to sum it */
-        memset(&cm, 0, sizeof cm);
-        m.msg_control = cm.buf;
-        m.msg_controllen = sizeof cm.buf;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t seg = (uint16_t)(bs + 4u);
-        memcpy(CMSG_DATA(c), &seg, sizeof seg);
-    }
+    set_udp_segment(&m, cm.buf, (uint16_t)(bs + 4u));
     ssize_t r;
-    while ((r = sendmsg(s->sock, &m, got ? MSG_MORE : 0)) < 0 && errno == EINTR)
+    while ((r = sendmsg(s->sock, &m, MSG_MORE)) < 0 && errno == EINTR)
         ;
-    if (!got)
-        return r < 0 ? SPLICE_LOST : SPLICE_SENT;
     if (r < 0) {
+        int err = errno;
         pipe_close(sc);
-        return errno == EINVAL || errno == EIO || errno == ENOPROTOOPT ? SPLICE_FAILED : SPLICE_LOST;
+        return err == EINVAL || err == EIO || err == ENOPROTOOPT ? SPLICE_FAILED : SPLICE_LOST;
     }
     int fate = SPLICE_SENT;
     size_t left = got;
@@ -486,12 +492,7 @@ static int splice_block(tftp_session *s, uint64_t k, off_t off, size_t *plen)
             ;
         return fate;
     }
-    m.msg_iov = NULL; /* an empty send without MSG_MORE closes and sends the datagram */
-    m.msg_iovlen = 0;
-    m.msg_control = NULL;
-    m.msg_controllen = 0;
-    while (sendmsg(s->sock, &m, 0) < 0 && errno == EINTR)
-        ;
+    send_to(s->sock, NULL, 0, &s->peer, s->peer_len); /* an empty send closes the datagram */
     return SPLICE_SENT;
 }
 
@@ -591,18 +592,8 @@ static int64_t send_window(tftp_session *s)
             m->msg_namelen = s->peer_len;
             m->msg_iov = sc->iov + 2u * p;
             m->msg_iovlen = 2u * k;
-            if (k > 1) {
-                uint8_t *cbuf = sc->cmsgs + (size_t)nm * CMSG_SLOT;
-                memset(cbuf, 0, CMSG_SLOT);
-                m->msg_control = cbuf;
-                m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-                struct cmsghdr *c = CMSG_FIRSTHDR(m);
-                c->cmsg_level = SOL_UDP;
-                c->cmsg_type = UDP_SEGMENT;
-                c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-                uint16_t gso = (uint16_t)seg;
-                memcpy(CMSG_DATA(c), &gso, sizeof gso);
-            }
+            if (k > 1)
+                set_udp_segment(m, sc->cmsgs + (size_t)nm * CMSG_SLOT, (uint16_t)seg);
             sc->segs[nm] = k;
             nm++;
             p += k;
