@@ -11,7 +11,7 @@ each row is the median of its runs.  Throughput is the file size over the client
 fastnet client's ``stats.seconds``: request to last ACK, process start-up excluded for both).
 Server CPU is user+sys time per MiB read from ``/proc/<pid>/stat`` before and after each run
 (tftpd-hpa forks a child per transfer: its children's reaped times count too).  Client CPU is
-the client process's own user+sys time (``wait4``) per MiB, less its cost for fetching a 1-byte
+the client process's own user+sys time (``getrusage(RUSAGE_CHILDREN)`` around the run) per MiB, less its cost for fetching a 1-byte
 file (start-up and exit); with curl as the client it bounds what any lockstep server can reach.
 
 tftpy is slow: its runs use a smaller file (``--tftpy-size``, 8 MiB by default) and the table says
@@ -124,18 +124,11 @@ def run_client(kind: str, port: int, name: str, blksize: int, window: int, cpu: 
                 "--tftp-blksize", str(blksize), f"tftp://127.0.0.1:{port}/{name}"]
     else:
         args = [sys.executable, "-c", FASTNET_CLIENT, "127.0.0.1", str(port), name, str(blksize), str(window)]
-    # taskset execs the client in place: wait4() on it gives the client's own CPU time
-    proc = subprocess.Popen(["taskset", "-c", cpu, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        stdout, stderr = proc.communicate(timeout=900)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    # communicate() reaped it: its CPU time is in this process's children's totals, by difference
-    return_code = proc.returncode
-    if return_code != 0:
-        raise RuntimeError(f"{kind} failed: {stderr.decode().strip()}")
-    parts = stdout.split()
+    # taskset execs the client in place, and run() reaps it: its CPU time joins client_cpu()
+    r = subprocess.run(["taskset", "-c", cpu, *args], capture_output=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"{kind} failed: {r.stderr.decode().strip()}")
+    parts = r.stdout.split()
     seconds, got = float(parts[0]), int(float(parts[1]))
     if got != size:
         raise RuntimeError(f"{kind} got {got} bytes of {size}")
