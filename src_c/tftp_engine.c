@@ -471,29 +471,21 @@ static int splice_block(tftp_session *s, uint64_t k, off_t off, size_t *plen)
         pipe_close(sc);
         return err == EINVAL || err == EIO || err == ENOPROTOOPT ? SPLICE_FAILED : SPLICE_LOST;
     }
-    int fate = SPLICE_SENT;
-    size_t left = got;
-    while (left) {
-        /* SPLICE_F_MORE: the kernel moves 16 pages a step, and no step may close the datagram */
-        ssize_t n = splice(sc->pipe_rd, NULL, s->sock, NULL, left, SPLICE_F_MORE);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            fate = SPLICE_FAILED;
-            break;
-        }
-        left -= (size_t)n;
-    }
-    if (fate != SPLICE_SENT) {
-        pipe_close(sc);
-        /* nothing half-built may go out later as a short (final-looking) DATA: an append of 65535
-         * bytes never fits a datagram, and the kernel answers it by dropping what is pending */
-        while (send(s->sock, sc->rbuf, 65535, MSG_MORE) < 0 && errno == EINTR)
-            ;
-        return fate;
-    }
-    send_to(s->sock, NULL, 0, &s->peer, s->peer_len); /* an empty send closes the datagram */
-    return SPLICE_SENT;
+    /* The pipe holds at most 15 pages, which the kernel moves in one step (16 at a time): without
+     * SPLICE_F_MORE that step ends the datagram once the last page is in (the kernel sets MSG_MORE
+     * itself only while pages it has not taken remain).  Anything short of all of it is a
+     * failure: the datagram may not close early */
+    ssize_t n;
+    while ((n = splice(sc->pipe_rd, NULL, s->sock, NULL, got, 0)) < 0 && errno == EINTR)
+        ;
+    if (n == (ssize_t)got)
+        return SPLICE_SENT;
+    pipe_close(sc);
+    /* nothing half-built may go out later as a short (final-looking) DATA: an append of 65535
+     * bytes never fits a datagram, and the kernel answers it by dropping what is pending */
+    while (send(s->sock, sc->rbuf, 65535, MSG_MORE) < 0 && errno == EINTR)
+        ;
+    return SPLICE_FAILED;
 }
 
 /* The splice path of send_window(): blocks base .. base+window-1.  Returns how many went out,
