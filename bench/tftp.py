@@ -9,8 +9,9 @@ to one core (``taskset -c 0`` for both), then to two separate cores (server on 0
 Pairs that are compared with each other take turns run by run (the machine may be shared), and
 each row is the median of its runs.  Throughput is the file size over the client's own transfer time (curl's ``%{time_total}``, the
 fastnet client's ``stats.seconds``: request to last ACK, process start-up excluded for both).
-Server CPU is user+sys time per MiB read from ``/proc/<pid>/stat`` before and after each run
-(tftpd-hpa forks a child per transfer: its children's reaped times count too).  Client CPU is
+Server CPU is user+sys time per MiB of the server's whole process tree, read before and after
+each run from a cgroup made for it (exact, and it counts tftpd-hpa's per-transfer children after
+they exit); without the rights to make one, from ``/proc/<pid>/stat`` (10 ms ticks).  Client CPU is
 the client process's own user+sys time (``getrusage(RUSAGE_CHILDREN)`` around the run) per MiB, less its cost for fetching a 1-byte
 file (start-up and exit); with curl as the client it bounds what any lockstep server can reach.
 
@@ -87,6 +88,69 @@ def wait_ready(port: int, seconds: float = 10) -> None:
     raise RuntimeError(f"server on port {port} did not come up")
 
 
+class TreeCpu:
+    """Exact CPU time of a process and all its descendants, dead ones too: a cgroup of its own.
+
+    /proc counts in clock ticks (10 ms), as long as a 64 MiB transfer at 65464-byte blocks
+    takes, and tftpd-hpa's per-transfer children are reaped by the kernel, out of reach of the
+    parent's counters.  A cgroup sums every member's time in nanoseconds (v2 ``cpu.stat``, v1
+    ``cpuacct``), members that have exited included.  Making one needs root (or a delegated
+    subtree); without it, ``make`` returns None and the benchmark samples /proc instead."""
+
+    def __init__(self, path: str, procs: str, read) -> None:
+        self.path, self.procs, self._read = path, procs, read
+
+    @classmethod
+    def make(cls, name: str) -> "TreeCpu | None":
+        mounts = {}
+        with open("/proc/mounts") as f:
+            for line in f:
+                _, where, fstype, opts = line.split()[:4]
+                if fstype == "cgroup2":
+                    mounts.setdefault("v2", where)
+                elif fstype == "cgroup" and "cpuacct" in opts.split(","):
+                    mounts.setdefault("v1", where)
+        for kind in ("v2", "v1"):
+            if kind not in mounts:
+                continue
+            path = os.path.join(mounts[kind], name)
+            try:
+                os.mkdir(path)
+            except OSError:
+                continue
+            read = cls._read_v2 if kind == "v2" else cls._read_v1
+            try:
+                read(path)
+                return cls(path, os.path.join(path, "cgroup.procs"), read)
+            except (OSError, ValueError):
+                os.rmdir(path)
+        return None
+
+    @staticmethod
+    def _read_v2(path: str) -> float:
+        with open(os.path.join(path, "cpu.stat")) as f:
+            stat = dict(line.split() for line in f)
+        return (int(stat["user_usec"]) + int(stat["system_usec"])) / 1e6
+
+    @staticmethod
+    def _read_v1(path: str) -> float:
+        with open(os.path.join(path, "cpuacct.usage")) as f:
+            return int(f.read()) / 1e9
+
+    def seconds(self) -> float:
+        return self._read(self.path)
+
+    def prefix(self) -> list[str]:
+        """A command prefix that joins the cgroup, then execs the rest (same pid, same signals)."""
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', self.procs]
+
+    def remove(self) -> None:
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass  # a straggler still inside: left for the system to clean
+
+
 class Server:
     def __init__(self, kind: str, root: str, cpu: str) -> None:
         self.kind = kind
@@ -101,11 +165,16 @@ class Server:
             args = [sys.executable, "-c", TFTPY_SERVER, root, str(self.port)]
         else:
             raise ValueError(kind)
-        self.proc = subprocess.Popen(["taskset", "-c", cpu, *args], stdin=subprocess.DEVNULL,
+        self.meter = TreeCpu.make(f"fastnet-bench-{os.getpid()}-{kind}")
+        prefix = self.meter.prefix() if self.meter is not None else []
+        self.proc = subprocess.Popen([*prefix, "taskset", "-c", cpu, *args], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_ready(self.port)
 
     def cpu(self) -> float:
+        """CPU seconds so far: the whole process tree's, exact, with a cgroup; else from /proc."""
+        if self.meter is not None:
+            return self.meter.seconds()
         return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
@@ -115,6 +184,9 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+        if self.meter is not None:
+            time.sleep(0.1)  # tftpd-hpa's children end on their own
+            self.meter.remove()
 
 
 def run_client(kind: str, port: int, name: str, blksize: int, window: int, cpu: str, size: int) -> float:
@@ -197,7 +269,8 @@ def measure(server: Server, client: str, name: str, size: int, blksize: int, win
     rates, cpus, client_cpus = [], [], []
     base = startup_cpu(server, client, cpu)
     for _ in range(runs):
-        sampler = ChildSampler(server.proc.pid) if server.kind == "tftpd-hpa" else None
+        # without a cgroup, tftpd-hpa's children are sampled from /proc while they live
+        sampler = ChildSampler(server.proc.pid) if server.kind == "tftpd-hpa" and server.meter is None else None
         if sampler is not None:
             sampler.start()
         before, client_before = server.cpu(), client_cpu()
@@ -328,6 +401,15 @@ def main(argv=None) -> int:
                     f = results[("windows", "fastnet", "fastnet", blksize, window)][0]
                     check(f"fastnet windowsize {window} >= {factor}x tftpd-hpa lockstep at blksize {blksize}: "
                           f"{f:.1f} vs {h:.1f} MiB/s ({f / h:.2f}x)", f >= factor * h)
+                    _, server_ms, client_ms = results[("windows", "fastnet", "fastnet", blksize, window)]
+                    if scpu == ccpu and f < factor * h and client_ms > 0:
+                        # one core: the two processes run in turn, so their CPU times add up
+                        left = 1000 / (factor * h) - client_ms
+                        per_block = left * blksize / MiB * 1000 if left > 0 else 0.0  # ms/MiB -> us a block
+                        print(f"  - one core: client {client_ms:.3f} + server {server_ms:.3f} ms/MiB of CPU, in turn: "
+                              f"at most {1000 / (client_ms + server_ms):.0f} MiB/s; {factor}x needs "
+                              f"{factor * h:.0f} MiB/s, which leaves the server {max(left, 0):.3f} ms/MiB "
+                              f"({per_block:.1f} us a block) next to this client")
             if have_tftpy:
                 for blksize in (512, 1468, 8192, 65464):
                     f, t = results[("servers", "fastnet", "curl", blksize, 1)][0], results[("servers", "tftpy", "curl", blksize, 1)][0]
