@@ -387,20 +387,82 @@ enum { SPLICE_SENT = 0, SPLICE_READ_ERROR = -1, SPLICE_FAILED = 1, SPLICE_LOST =
 
 #define PAGE 4096u
 
+/* Whether a datagram may take 16 spliced pages after its copied head (see splice_block).  Cleared
+ * for the whole process by a kernel that sends a splice partly before refusing it (before 6.5,
+ * splice sent page by page), where a refusal cannot be undone page by page. */
+static int splice_16_pages = 1;
+
+enum { SENT_WHOLE = 0, HEADER_REFUSED = 1, PIPE_REFUSED = 2 };
+
+/* Open a datagram with the header and the head (MSG_MORE), then append the pipe.  On failure,
+ * *err: the errno; *taken: bytes of the pipe the kernel consumed before it failed */
+static int send_spliced(tftp_session *s, size_t copied, size_t in_pipe, int *err, size_t *taken)
+{
+    scratch_t *sc = s->scratch;
+    struct iovec iov = {sc->head, 4 + copied};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_name = &s->peer;
+    m.msg_namelen = s->peer_len;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    /* A UDP_SEGMENT size of at least the datagram's length cuts nothing, but it lets the kernel
+     * leave the checksum to the device (loopback: none): without it, with MSG_MORE, the kernel
+     * reads every spliced byte to sum it */
+    union {
+        uint8_t buf[CMSG_SLOT];
+        struct cmsghdr align;
+    } cm;
+    set_udp_segment(&m, cm.buf, (uint16_t)(s->blksize + 4u));
+    *taken = 0;
+    ssize_t r;
+    while ((r = sendmsg(s->sock, &m, MSG_MORE)) < 0 && errno == EINTR)
+        ;
+    if (r < 0) {
+        *err = errno;
+        return HEADER_REFUSED;
+    }
+    /* The pipe holds at most 16 pages, which the kernel moves in one step: without SPLICE_F_MORE
+     * that step ends the datagram once the last page is in (the kernel sets MSG_MORE itself only
+     * while pages it has not taken remain) */
+    ssize_t n;
+    while ((n = splice(sc->pipe_rd, NULL, s->sock, NULL, in_pipe, 0)) < 0 && errno == EINTR)
+        ;
+    if (n == (ssize_t)in_pipe)
+        return SENT_WHOLE;
+    *err = n < 0 ? errno : EIO;
+    if (n > 0)
+        *taken = (size_t)n;
+    return PIPE_REFUSED;
+}
+
+/* Drop a half-built datagram: nothing may go out later as a short (final-looking) DATA.  An
+ * append of 65535 bytes never fits a datagram, and the kernel answers it by dropping what is
+ * pending (and when nothing is, by the same refusal) */
+static void discard_pending(tftp_session *s)
+{
+    scratch_t *sc = s->scratch;
+    while (send(s->sock, sc->rbuf, 65535, MSG_MORE) < 0 && errno == EINTR)
+        ;
+}
+
 /* One DATA packet by splice, its payload never copied whole:
  *   1. the file's bytes from the first page boundary in the block on go into the pipe (page
  *      references, not copies);
- *   2. the 4-byte header and the block's head up to a page boundary (< 8 KiB, read with pread())
- *      open the datagram with MSG_MORE and name the peer.  An skb holds at most 17 fragments:
- *      the copied part takes 1 or 2, the spliced pages at most 15;
- *   3. the pipe goes into the socket, and an empty send closes the datagram.
+ *   2. the 4-byte header and the block's head up to that boundary (< 4 KiB, read with pread())
+ *      open the datagram with MSG_MORE and name the peer;
+ *   3. the pipe goes into the socket, which ends the datagram.
+ * An skb holds at most 17 fragments.  The copied part takes 1, or 2 when it straddles the end of
+ * the socket's fragment page, which cannot be known beforehand: a block of 65464 bytes then needs
+ * 18 and the kernel refuses the pipe with EMSGSIZE, dropping the datagram.  The block is built
+ * again with the pipe's first page read into the head: a head of up to 8 KiB, 15 pages spliced.
  * SPLICE_FAILED: the kernel refused the splice path (nothing of this block was sent). */
 static int splice_block(tftp_session *s, uint64_t k, off_t off, size_t *plen)
 {
     scratch_t *sc = s->scratch;
     const size_t bs = s->blksize;
     size_t head = (PAGE - (size_t)(off % PAGE)) % PAGE;
-    if (bs - (head < bs ? head : bs) > 15u * PAGE)
+    if (!splice_16_pages && bs - (head < bs ? head : bs) > 15u * PAGE)
         head += PAGE; /* at most 15 pages spliced: with the copied part (2 fragments at most), 17 */
     if (head > bs)
         head = bs;
@@ -448,43 +510,32 @@ static int splice_block(tftp_session *s, uint64_t k, off_t off, size_t *plen)
         send_to(s->sock, h, 4 + have, &s->peer, s->peer_len);
         return SPLICE_SENT; /* (or lost, as in send_window: the peer's silence resends it) */
     }
-    struct iovec iov = {h, 4 + have};
-    struct msghdr m;
-    memset(&m, 0, sizeof m);
-    m.msg_name = &s->peer;
-    m.msg_namelen = s->peer_len;
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    /* MSG_MORE keeps the datagram open for the spliced pages.  A UDP_SEGMENT size of at least the
-     * datagram's length cuts nothing, but it lets the kernel leave the checksum to the device
-     * (loopback: none): without it, the kernel reads every spliced byte to sum it */
-    union {
-        uint8_t buf[CMSG_SLOT];
-        struct cmsghdr align;
-    } cm;
-    set_udp_segment(&m, cm.buf, (uint16_t)(bs + 4u));
-    ssize_t r;
-    while ((r = sendmsg(s->sock, &m, MSG_MORE)) < 0 && errno == EINTR)
-        ;
-    if (r < 0) {
-        int err = errno;
-        pipe_close(sc);
-        return err == EINVAL || err == EIO || err == ENOPROTOOPT ? SPLICE_FAILED : SPLICE_LOST;
-    }
-    /* The pipe holds at most 15 pages, which the kernel moves in one step (16 at a time): without
-     * SPLICE_F_MORE that step ends the datagram once the last page is in (the kernel sets MSG_MORE
-     * itself only while pages it has not taken remain).  Anything short of all of it is a
-     * failure: the datagram may not close early */
-    ssize_t n;
-    while ((n = splice(sc->pipe_rd, NULL, s->sock, NULL, got, 0)) < 0 && errno == EINTR)
-        ;
-    if (n == (ssize_t)got)
+    size_t taken;
+    int err;
+    int fate = send_spliced(s, have, got, &err, &taken);
+    if (fate == SENT_WHOLE)
         return SPLICE_SENT;
+    discard_pending(s);
+    if (fate == PIPE_REFUSED && err == EMSGSIZE && !taken && got > 15u * PAGE) {
+        /* 18 fragments: the pipe's first page joins the head (a read from a pipe takes whole
+         * buffers in order, and the pipe starts on a page boundary) */
+        ssize_t n;
+        while ((n = read(sc->pipe_rd, h + 4 + have, PAGE)) < 0 && errno == EINTR)
+            ;
+        if (n == (ssize_t)PAGE) {
+            have += PAGE;
+            got -= PAGE;
+            fate = send_spliced(s, have, got, &err, &taken);
+            if (fate == SENT_WHOLE)
+                return SPLICE_SENT;
+            discard_pending(s);
+        }
+    }
+    if (taken)
+        splice_16_pages = 0; /* a kernel that sends part of a splice before refusing the rest */
     pipe_close(sc);
-    /* nothing half-built may go out later as a short (final-looking) DATA: an append of 65535
-     * bytes never fits a datagram, and the kernel answers it by dropping what is pending */
-    while (send(s->sock, sc->rbuf, 65535, MSG_MORE) < 0 && errno == EINTR)
-        ;
+    if (fate == HEADER_REFUSED && err != EINVAL && err != EIO && err != ENOPROTOOPT)
+        return SPLICE_LOST; /* a full socket buffer, say: the peer's silence resends it */
     return SPLICE_FAILED;
 }
 
