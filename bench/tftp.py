@@ -12,8 +12,10 @@ fastnet client's ``stats.seconds``: request to last ACK, process start-up exclud
 Server CPU is user+sys time per MiB of the server's whole process tree, read before and after
 each run from a cgroup made for it (exact, and it counts tftpd-hpa's per-transfer children after
 they exit); without the rights to make one, from ``/proc/<pid>/stat`` (10 ms ticks).  Client CPU is
-the client process's own user+sys time (``getrusage(RUSAGE_CHILDREN)`` around the run) per MiB, less its cost for fetching a 1-byte
-file (start-up and exit); with curl as the client it bounds what any lockstep server can reach.
+the transfer's own user+sys time per MiB: the fastnet client measures it around ``download()``
+(``time.process_time()``), and curl's is its whole process's (``getrusage(RUSAGE_CHILDREN)``
+around the run) less its cost for fetching a 1-byte file (start-up and exit); with curl as the
+client it bounds what any lockstep server can reach.
 
 tftpy is slow: its runs use a smaller file (``--tftpy-size``, 8 MiB by default) and the table says
 so; MiB/s and CPU per MiB are rates, so they are comparable, but not measured on the same size.
@@ -41,13 +43,15 @@ TICKS = os.sysconf("SC_CLK_TCK")
 MiB = 1 << 20
 
 FASTNET_CLIENT = r"""
-import os, sys
+import os, sys, time
 from fastnet.tftp import client
 host, port, name, blksize, window = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 sink = open("/dev/null", "wb")  # a file object is written directly (like curl -o /dev/null)
+cpu = time.process_time()
 s = client.download(host, name, sink, port=port, blksize=blksize, windowsize=window if window > 1 else None,
                     timeout=1.0, retries=8)
-print(f"{s.seconds:.6f} {s.bytes} {s.retransmissions} {s.options.get('windowsize', 1)}")
+cpu = time.process_time() - cpu  # the transfer's own CPU: no start-up, no exit
+print(f"{s.seconds:.6f} {s.bytes} {cpu:.6f} {s.retransmissions} {s.options.get('windowsize', 1)}")
 sys.stdout.flush()
 os._exit(0)  # skip the final dally (it does not count, but it would slow the benchmark down)
 """
@@ -189,8 +193,10 @@ class Server:
             self.meter.remove()
 
 
-def run_client(kind: str, port: int, name: str, blksize: int, window: int, cpu: str, size: int) -> float:
-    """Seconds the transfer took, as the client measured it (its CPU time: see client_cpu)."""
+def run_client(kind: str, port: int, name: str, blksize: int, window: int, cpu: str,
+               size: int) -> tuple[float, float | None]:
+    """Seconds the transfer took, as the client measured it, and the CPU seconds of the transfer
+    itself if the client can say (the fastnet client can; curl's: see client_cpu)."""
     if kind == "curl":
         args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{size_download}",
                 "--tftp-blksize", str(blksize), f"tftp://127.0.0.1:{port}/{name}"]
@@ -204,7 +210,7 @@ def run_client(kind: str, port: int, name: str, blksize: int, window: int, cpu: 
     seconds, got = float(parts[0]), int(float(parts[1]))
     if got != size:
         raise RuntimeError(f"{kind} got {got} bytes of {size}")
-    return seconds
+    return seconds, float(parts[2]) if kind == "fastnet" else None
 
 
 def client_cpu() -> float:
@@ -252,7 +258,7 @@ STARTUP: dict[tuple[str, str], float] = {}
 def startup_cpu(server: Server, client: str, cpu: str) -> float:
     """A client's CPU seconds for fetching a 1-byte file (start-up, request, exit): the median of 3.
 
-    Subtracted from each run's client CPU, so that the column is the transfer's own cost per MiB."""
+    Subtracted from each of curl's runs, so that the column is the transfer's own cost per MiB."""
     key = (client, cpu)
     if key not in STARTUP:
         samples = []
@@ -267,18 +273,20 @@ def startup_cpu(server: Server, client: str, cpu: str) -> float:
 def measure(server: Server, client: str, name: str, size: int, blksize: int, window: int, cpu: str, runs: int):
     """Lists of MiB/s, server CPU ms/MiB and client CPU ms/MiB, one entry per run."""
     rates, cpus, client_cpus = [], [], []
-    base = startup_cpu(server, client, cpu)
+    base = startup_cpu(server, client, cpu) if client == "curl" else 0.0
     for _ in range(runs):
         # without a cgroup, tftpd-hpa's children are sampled from /proc while they live
         sampler = ChildSampler(server.proc.pid) if server.kind == "tftpd-hpa" and server.meter is None else None
         if sampler is not None:
             sampler.start()
         before, client_before = server.cpu(), client_cpu()
-        seconds = run_client(client, server.port, name, blksize, window, cpu, size)
+        seconds, own = run_client(client, server.port, name, blksize, window, cpu, size)
         after = server.cpu() + (sampler.total() if sampler is not None else 0.0)
         rates.append(size / MiB / seconds)
         cpus.append((after - before) * 1000 / (size / MiB))
-        client_cpus.append(max(0.0, client_cpu() - client_before - base) * 1000 / (size / MiB))
+        if own is None:  # curl: all of its CPU, less its start-up and exit
+            own = max(0.0, client_cpu() - client_before - base)
+        client_cpus.append(own * 1000 / (size / MiB))
     return rates, cpus, client_cpus
 
 

@@ -390,7 +390,7 @@ enum { SPLICE_SENT = 0, SPLICE_READ_ERROR = -1, SPLICE_FAILED = 1, SPLICE_LOST =
 /* Whether a datagram may take 16 spliced pages after its copied head (see splice_block).  Cleared
  * for the whole process by a kernel that sends a splice partly before refusing it (before 6.5,
  * splice sent page by page), where a refusal cannot be undone page by page. */
-static int splice_16_pages = 1;
+static int splice_16_pages = 1; /* read and written with relaxed atomics: transfers run in threads */
 
 enum { SENT_WHOLE = 0, HEADER_REFUSED = 1, PIPE_REFUSED = 2 };
 
@@ -462,7 +462,7 @@ static int splice_block(tftp_session *s, uint64_t k, off_t off, size_t *plen)
     scratch_t *sc = s->scratch;
     const size_t bs = s->blksize;
     size_t head = (PAGE - (size_t)(off % PAGE)) % PAGE;
-    if (!splice_16_pages && bs - (head < bs ? head : bs) > 15u * PAGE)
+    if (!__atomic_load_n(&splice_16_pages, __ATOMIC_RELAXED) && bs - (head < bs ? head : bs) > 15u * PAGE)
         head += PAGE; /* at most 15 pages spliced: with the copied part (2 fragments at most), 17 */
     if (head > bs)
         head = bs;
@@ -532,7 +532,7 @@ static int splice_block(tftp_session *s, uint64_t k, off_t off, size_t *plen)
         }
     }
     if (taken)
-        splice_16_pages = 0; /* a kernel that sends part of a splice before refusing the rest */
+        __atomic_store_n(&splice_16_pages, 0, __ATOMIC_RELAXED); /* a kernel that sends part of a splice */
     pipe_close(sc);
     if (fate == HEADER_REFUSED && err != EINVAL && err != EIO && err != ENOPROTOOPT)
         return SPLICE_LOST; /* a full socket buffer, say: the peer's silence resends it */
