@@ -7,14 +7,15 @@ Every pair runs in one invocation under the same CPU placement, twice: server an
 to one core (``taskset -c 0`` for both), then to two separate cores (server on 0, client on 1).
 
 Pairs that are compared with each other take turns run by run (the machine may be shared), and
-each row is the median of its runs.  Throughput is the file size over the client's own transfer time (curl's ``%{time_total}``, the
-fastnet client's ``stats.seconds``: request to last ACK, process start-up excluded for both).
-Server CPU is user+sys time per MiB of the server's whole process tree, read before and after
-each run from a cgroup made for it (exact, and it counts tftpd-hpa's per-transfer children after
-they exit); without the rights to make one, from ``/proc/<pid>/stat`` (10 ms ticks).  Client CPU is
-the transfer's own user+sys time per MiB: the fastnet client measures it around ``download()``
-(``time.process_time()``), and curl's is its whole process's (``getrusage(RUSAGE_CHILDREN)``
-around the run) less its cost for fetching a 1-byte file (start-up and exit); with curl as the
+each row is the median of its runs.  Throughput is the file size over the client's own transfer
+time (curl's ``%{time_total}``, the fastnet client's ``stats.seconds``: request to last ACK,
+process start-up excluded for both).  Server CPU is user+sys time per MiB of the server's whole
+process tree, read before and after each run from a cgroup made for it (exact, and it counts
+tftpd-hpa's per-transfer children after they exit); without the rights to make one, from
+``/proc/<pid>/stat`` (10 ms ticks).  Client CPU is what moving the bytes cost the client, user+sys
+per MiB: the fastnet client measures its ``download()`` call (``time.process_time()``), curl's is
+its whole process's (``getrusage(RUSAGE_CHILDREN)`` around the run); from both, what the same
+client spends fetching a 1-byte file (start-up, request and exit) is taken away.  With curl as the
 client it bounds what any lockstep server can reach.
 
 tftpy is slow: its runs use a smaller file (``--tftpy-size``, 8 MiB by default) and the table says
@@ -200,14 +201,20 @@ def run_client(kind: str, port: int, name: str, blksize: int, window: int, cpu: 
     if kind == "curl":
         args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{size_download}",
                 "--tftp-blksize", str(blksize), f"tftp://127.0.0.1:{port}/{name}"]
+    elif kind == "dd":  # no network: the file read into a block-sized buffer, as a client receives it
+        args = ["dd", f"if={name}", "of=/dev/null", f"bs={blksize}"]
     else:
         args = [sys.executable, "-c", FASTNET_CLIENT, "127.0.0.1", str(port), name, str(blksize), str(window)]
     # taskset execs the client in place, and run() reaps it: its CPU time joins client_cpu()
     r = subprocess.run(["taskset", "-c", cpu, *args], capture_output=True, timeout=900)
     if r.returncode != 0:
         raise RuntimeError(f"{kind} failed: {r.stderr.decode().strip()}")
-    parts = r.stdout.split()
-    seconds, got = float(parts[0]), int(float(parts[1]))
+    if kind == "dd":  # "67108864 bytes (67 MB, 64 MiB) copied, 0.0123 s, 5.4 GB/s": its own timing
+        last = r.stderr.decode().strip().splitlines()[-1]
+        got, seconds = int(last.split()[0]), float(last.split(" copied, ")[1].split()[0])
+    else:
+        parts = r.stdout.split()
+        seconds, got = float(parts[0]), int(float(parts[1]))
     if got != size:
         raise RuntimeError(f"{kind} got {got} bytes of {size}")
     return seconds, float(parts[2]) if kind == "fastnet" else None
@@ -252,28 +259,47 @@ class ChildSampler(threading.Thread):
         return sum(self.seen.values())
 
 
-STARTUP: dict[tuple[str, str], float] = {}
+class NoServer:
+    """The "server" of the dd row: the file is read straight from the page cache."""
+
+    kind, port, meter, proc = "page cache", 0, None, None
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def cpu(self) -> float:
+        return 0.0
+
+    def stop(self) -> None:
+        pass
 
 
-def startup_cpu(server: Server, client: str, cpu: str) -> float:
-    """A client's CPU seconds for fetching a 1-byte file (start-up, request, exit): the median of 3.
+STARTUP: dict[tuple[str, str, str], tuple[float, float]] = {}
 
-    Subtracted from each of curl's runs, so that the column is the transfer's own cost per MiB."""
-    key = (client, cpu)
+
+def startup_cpu(server: Server, client: str, cpu: str) -> tuple[float, float]:
+    """CPU seconds of fetching a 1-byte file, the median of 3: the client's (curl: start-up,
+    request, exit; the fastnet client: its download() call) and the server's (the request).
+
+    The client's is subtracted from each of its runs, so that the client column is the
+    transfer's own cost per MiB; the server's, only where the benchmark adds the two sides up."""
+    key = (server.kind, client, cpu)
     if key not in STARTUP:
-        samples = []
+        clients, servers = [], []
         for _ in range(3):
-            before = client_cpu()
-            run_client(client, server.port, "tiny.bin", 512, 1, cpu, 1)
-            samples.append(client_cpu() - before)
-        STARTUP[key] = statistics.median(samples)
+            before, server_before = client_cpu(), server.cpu()
+            tiny = os.path.join(server.root, "tiny.bin") if client == "dd" else "tiny.bin"
+            _, own = run_client(client, server.port, tiny, 512, 1, cpu, 1)
+            servers.append(server.cpu() - server_before)
+            clients.append(own if own is not None else client_cpu() - before)
+        STARTUP[key] = statistics.median(clients), statistics.median(servers)
     return STARTUP[key]
 
 
 def measure(server: Server, client: str, name: str, size: int, blksize: int, window: int, cpu: str, runs: int):
     """Lists of MiB/s, server CPU ms/MiB and client CPU ms/MiB, one entry per run."""
     rates, cpus, client_cpus = [], [], []
-    base = startup_cpu(server, client, cpu) if client == "curl" else 0.0
+    base = startup_cpu(server, client, cpu)[0]
     for _ in range(runs):
         # without a cgroup, tftpd-hpa's children are sampled from /proc while they live
         sampler = ChildSampler(server.proc.pid) if server.kind == "tftpd-hpa" and server.meter is None else None
@@ -284,9 +310,9 @@ def measure(server: Server, client: str, name: str, size: int, blksize: int, win
         after = server.cpu() + (sampler.total() if sampler is not None else 0.0)
         rates.append(size / MiB / seconds)
         cpus.append((after - before) * 1000 / (size / MiB))
-        if own is None:  # curl: all of its CPU, less its start-up and exit
-            own = max(0.0, client_cpu() - client_before - base)
-        client_cpus.append(own * 1000 / (size / MiB))
+        if own is None:  # curl: all of its CPU
+            own = client_cpu() - client_before
+        client_cpus.append(max(0.0, own - base) * 1000 / (size / MiB))
     return rates, cpus, client_cpus
 
 
@@ -349,6 +375,7 @@ def main(argv=None) -> int:
             print(f"## {title}")
             results: dict[tuple, tuple[float, float, float]] = {}
             servers = {"fastnet": Server("fastnet", root, scpu), "tftpd-hpa": Server("tftpd-hpa", root, scpu)}
+            floor = NoServer(root)
             if have_tftpy:
                 servers["tftpy"] = Server("tftpy", root, scpu)
             try:
@@ -364,7 +391,10 @@ def main(argv=None) -> int:
                         for pair in pairs:
                             server_kind, client_kind, blksize, window = pair
                             name, n = ("small.bin", small) if server_kind == "tftpy" else ("big.bin", size)
-                            for i, values in enumerate(measure(servers[server_kind], client_kind, name, n, blksize,
+                            server = servers.get(server_kind) or floor
+                            if client_kind == "dd":
+                                name = os.path.join(root, name)
+                            for i, values in enumerate(measure(server, client_kind, name, n, blksize,
                                                                window, ccpu, 1)):
                                 samples[pair][i].extend(values)
                     out = {}
@@ -373,7 +403,8 @@ def main(argv=None) -> int:
                         rate, cpu, ccpu_ms = (statistics.median(values) for values in samples[pair])
                         out[pair] = (rate, cpu, ccpu_ms)
                         note = f" ({small / MiB:g} MiB)" if server_kind == "tftpy" and small != size else ""
-                        print(f"| {server_kind}{note} | {client_kind} | {blksize} | {window} | {rate:.1f} | {cpu:.2f} "
+                        shown = "-" if client_kind == "dd" else window
+                        print(f"| {server_kind}{note} | {client_kind} | {blksize} | {shown} | {rate:.1f} | {cpu:.2f} "
                               f"| {ccpu_ms:.2f} |", flush=True)
                     return out
 
@@ -383,6 +414,10 @@ def main(argv=None) -> int:
                         results[("servers", *pair)] = value
                 for blksize in (1468, 65464):
                     pairs = [("fastnet", "fastnet", blksize, w) for w in (1, 16, 64)] + [("tftpd-hpa", "curl", blksize, 1)]
+                    if blksize == 65464:
+                        # the floor under any client: one copy of the file out of the page cache into
+                        # a block-sized buffer, taking its turn with the transfers (as cold or warm)
+                        pairs.append(("page cache", "dd", blksize, 1))
                     for pair, value in group(pairs).items():
                         results[("windows", *pair)] = value
                 pairs = [("tftpd-hpa", c, blksize, 1) for blksize in (512, 1468) for c in ("fastnet", "curl")]
@@ -411,13 +446,21 @@ def main(argv=None) -> int:
                           f"{f:.1f} vs {h:.1f} MiB/s ({f / h:.2f}x)", f >= factor * h)
                     _, server_ms, client_ms = results[("windows", "fastnet", "fastnet", blksize, window)]
                     if scpu == ccpu and f < factor * h and client_ms > 0:
-                        # one core: the two processes run in turn, so their CPU times add up
+                        # one core: the two processes run in turn, so their CPU times add up; both
+                        # per MiB moved, without the request's fixed cost (a 1-byte fetch's), which
+                        # the client column already leaves out
+                        server_ms -= STARTUP[("fastnet", "fastnet", ccpu)][1] * 1000 / (size / MiB)
                         left = 1000 / (factor * h) - client_ms
                         per_block = left * blksize / MiB * 1000 if left > 0 else 0.0  # ms/MiB -> us a block
-                        print(f"  - one core: client {client_ms:.3f} + server {server_ms:.3f} ms/MiB of CPU, in turn: "
-                              f"at most {1000 / (client_ms + server_ms):.0f} MiB/s; {factor}x needs "
+                        print(f"  - one core: client {client_ms:.3f} + server {server_ms:.3f} ms/MiB of CPU per "
+                              f"MiB moved, in turn: at most {1000 / (client_ms + server_ms):.0f} MiB/s; {factor}x needs "
                               f"{factor * h:.0f} MiB/s, which leaves the server {max(left, 0):.3f} ms/MiB "
                               f"({per_block:.1f} us a block) next to this client")
+            copy_rate, _, copy_ms = results[("windows", "page cache", "dd", 65464, 1)]
+            h = results[("windows", "tftpd-hpa", "curl", 65464, 1)][0]
+            print(f"  - floor: one copy of the file out of the page cache (dd, 65464-byte reads, its turn among "
+                  f"the runs above) costs {copy_ms:.3f} ms/MiB of CPU and runs at {copy_rate:.0f} MiB/s = "
+                  f"{copy_rate / h:.2f}x tftpd-hpa lockstep; any UDP client copies each byte at least once")
             if have_tftpy:
                 for blksize in (512, 1468, 8192, 65464):
                     f, t = results[("servers", "fastnet", "curl", blksize, 1)][0], results[("servers", "tftpy", "curl", blksize, 1)][0]
