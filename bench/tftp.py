@@ -161,7 +161,7 @@ class TreeCpu:
 
 class Server:
     def __init__(self, kind: str, root: str, cpu: str) -> None:
-        self.kind = kind
+        self.kind, self.root = kind, root
         self.port = free_udp_port()
         if kind == "fastnet":
             args = [sys.executable, "-m", "fastnet.tftp", "serve", root, "--port", str(self.port), "--quiet"]
@@ -197,19 +197,21 @@ class Server:
             self.meter.remove()
 
 
-def run_client(kind: str, port: int, name: str, blksize: int, window: int, cpu: str,
+def run_client(kind: str, server, name: str, blksize: int, window: int, cpu: str,
                size: int) -> tuple[float, float | None]:
     """Seconds the transfer took, as the client measured it, and the CPU seconds of the transfer
     itself if the client can say (the fastnet client can; curl's: see client_cpu)."""
     if kind == "curl":
         args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{size_download}",
-                "--tftp-blksize", str(blksize), f"tftp://127.0.0.1:{port}/{name}"]
+                "--tftp-blksize", str(blksize), f"tftp://127.0.0.1:{server.port}/{name}"]
     elif kind == "dd":  # no network: the file read into a block-sized buffer, as a client receives it
         args = ["dd", f"if={name}", "of=/dev/null", f"bs={blksize}"]
     else:
-        args = [sys.executable, "-c", FASTNET_CLIENT, "127.0.0.1", str(port), name, str(blksize), str(window)]
-    # taskset execs the client in place, and run() reaps it: its CPU time joins client_cpu()
-    r = subprocess.run(["taskset", "-c", cpu, *args], capture_output=True, timeout=900, env=CHILD_ENV)
+        args = [sys.executable, "-c", FASTNET_CLIENT, "127.0.0.1", str(server.port), name, str(blksize), str(window)]
+    # taskset execs the client in place, and run() reaps it: its CPU time joins client_cpu();
+    # it runs in the served directory, where dd finds the file by the same name
+    r = subprocess.run(["taskset", "-c", cpu, *args], capture_output=True, timeout=900, env=CHILD_ENV,
+                       cwd=server.root)
     if r.returncode != 0:
         raise RuntimeError(f"{kind} failed: {r.stderr.decode().strip()}")
     if kind == "dd":  # "67108864 bytes (67 MB, 64 MiB) copied, 0.0123 s, 5.4 GB/s": its own timing
@@ -265,16 +267,13 @@ class ChildSampler(threading.Thread):
 class NoServer:
     """The "server" of the dd row: the file is read straight from the page cache."""
 
-    kind, port, meter, proc = "page cache", 0, None, None
+    kind = "page cache"
 
     def __init__(self, root: str) -> None:
         self.root = root
 
     def cpu(self) -> float:
         return 0.0
-
-    def stop(self) -> None:
-        pass
 
 
 STARTUP: dict[tuple[str, str, str], tuple[float, float]] = {}
@@ -291,8 +290,7 @@ def startup_cpu(server: Server, client: str, cpu: str) -> tuple[float, float]:
         clients, servers = [], []
         for _ in range(3):
             before, server_before = client_cpu(), server.cpu()
-            tiny = os.path.join(server.root, "tiny.bin") if client == "dd" else "tiny.bin"
-            _, own = run_client(client, server.port, tiny, 512, 1, cpu, 1)
+            _, own = run_client(client, server, "tiny.bin", 512, 1, cpu, 1)
             servers.append(server.cpu() - server_before)
             clients.append(own if own is not None else client_cpu() - before)
         STARTUP[key] = statistics.median(clients), statistics.median(servers)
@@ -309,7 +307,7 @@ def measure(server: Server, client: str, name: str, size: int, blksize: int, win
         if sampler is not None:
             sampler.start()
         before, client_before = server.cpu(), client_cpu()
-        seconds, own = run_client(client, server.port, name, blksize, window, cpu, size)
+        seconds, own = run_client(client, server, name, blksize, window, cpu, size)
         after = server.cpu() + (sampler.total() if sampler is not None else 0.0)
         rates.append(size / MiB / seconds)
         cpus.append((after - before) * 1000 / (size / MiB))
@@ -378,7 +376,6 @@ def main(argv=None) -> int:
             print(f"## {title}")
             results: dict[tuple, tuple[float, float, float]] = {}
             servers = {"fastnet": Server("fastnet", root, scpu), "tftpd-hpa": Server("tftpd-hpa", root, scpu)}
-            floor = NoServer(root)
             if have_tftpy:
                 servers["tftpy"] = Server("tftpy", root, scpu)
             try:
@@ -394,9 +391,7 @@ def main(argv=None) -> int:
                         for pair in pairs:
                             server_kind, client_kind, blksize, window = pair
                             name, n = ("small.bin", small) if server_kind == "tftpy" else ("big.bin", size)
-                            server = servers.get(server_kind) or floor
-                            if client_kind == "dd":
-                                name = os.path.join(root, name)
+                            server = servers.get(server_kind) or NoServer(root)
                             for i, values in enumerate(measure(server, client_kind, name, n, blksize,
                                                                window, ccpu, 1)):
                                 samples[pair][i].extend(values)
@@ -432,6 +427,13 @@ def main(argv=None) -> int:
 
             print()
 
+            def moved_ms(blksize: int, window: int) -> tuple[float, float]:
+                """Server and client CPU ms per MiB moved by the fastnet pair, without the request's
+                fixed cost (a 1-byte fetch's), which the client column already leaves out: on one
+                core the two add up, in turn."""
+                _, server_ms, client_ms = results[("windows", "fastnet", "fastnet", blksize, window)]
+                return server_ms - STARTUP[("fastnet", "fastnet", ccpu)][1] * 1000 / (size / MiB), client_ms
+
             def check(label: str, ok: bool) -> None:
                 nonlocal all_met
                 all_met &= ok
@@ -447,12 +449,8 @@ def main(argv=None) -> int:
                     f = results[("windows", "fastnet", "fastnet", blksize, window)][0]
                     check(f"fastnet windowsize {window} >= {factor}x tftpd-hpa lockstep at blksize {blksize}: "
                           f"{f:.1f} vs {h:.1f} MiB/s ({f / h:.2f}x)", f >= factor * h)
-                    _, server_ms, client_ms = results[("windows", "fastnet", "fastnet", blksize, window)]
+                    server_ms, client_ms = moved_ms(blksize, window)
                     if scpu == ccpu and f < factor * h and client_ms > 0:
-                        # one core: the two processes run in turn, so their CPU times add up; both
-                        # per MiB moved, without the request's fixed cost (a 1-byte fetch's), which
-                        # the client column already leaves out
-                        server_ms -= STARTUP[("fastnet", "fastnet", ccpu)][1] * 1000 / (size / MiB)
                         left = 1000 / (factor * h) - client_ms
                         per_block = left * blksize / MiB * 1000 if left > 0 else 0.0  # ms/MiB -> us a block
                         print(f"  - one core: client {client_ms:.3f} + server {server_ms:.3f} ms/MiB of CPU per "
@@ -467,8 +465,7 @@ def main(argv=None) -> int:
             if scpu == ccpu:
                 # every UDP client copies each byte out of the kernel once; on one core the rest of
                 # both processes' work has to fit in what 2x leaves beside that copy
-                _, server_ms, client_ms = results[("windows", "fastnet", "fastnet", 65464, 16)]
-                server_ms -= STARTUP[("fastnet", "fastnet", ccpu)][1] * 1000 / (size / MiB)
+                server_ms, client_ms = moved_ms(65464, 16)
                 left = 1000 / (2 * h) - copy_ms
                 print(f"    2x tftpd-hpa on one core leaves {left:.3f} ms/MiB beside that copy for everything else on "
                       f"both sides; fastnet at windowsize 16 spends {server_ms + client_ms - copy_ms:.3f} (server "
