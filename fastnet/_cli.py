@@ -116,6 +116,14 @@ def format_address(address) -> str:
     return f"{host}:{port}"
 
 
+def bind(sock: socket.socket, address: tuple) -> None:
+    """``sock.bind(address)``; a refusal names the address: ``cannot bind 127.0.0.1:7788: Address already in use``."""
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot bind {format_address(address)}: {exc.strerror}") from None
+
+
 def port_number(text: str) -> int:
     """argparse type for a port: 0 to 65535."""
     try:
@@ -257,7 +265,9 @@ def run(handler: Callable[[argparse.Namespace], int | None], args: argparse.Name
     except socket.timeout as exc:
         return fail(f"timed out ({exc})" if str(exc) else "timed out")
     except OSError as exc:
-        return fail(exc.strerror or str(exc) if not exc.filename else str(exc))
+        if exc.strerror and exc.filename:
+            return fail(f"{exc.strerror}: {exc.filename}")
+        return fail(exc.strerror or str(exc))
 
 
 def dispatch(parser: argparse.ArgumentParser, argv=None) -> int:

@@ -179,7 +179,7 @@ def cmd_gevent_server(args: argparse.Namespace) -> int:
     s = socket.socket(_cli.family_of(host), socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     with s:
-        s.bind((host, port))
+        _cli.bind(s, (host, port))
         s.listen(5)
         _cli.announce(s)
         workers = []

@@ -45,7 +45,7 @@ def _listen(args: argparse.Namespace, backlog: int) -> socket.socket:
     try:
         # 重复使用绑定的信息: restart at once, without waiting for TIME_WAIT to pass
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        _cli.bind(sock, (host, port))
         sock.listen(backlog)
     except BaseException:
         sock.close()

@@ -29,7 +29,7 @@ def _listen(args: argparse.Namespace, backlog: int, *, announce: bool = True) ->
     try:
         # not in the notes' first server, but without it a restart fails for a minute (TIME_WAIT)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        _cli.bind(sock, (host, port))
         sock.listen(backlog)
     except BaseException:
         sock.close()

@@ -32,7 +32,7 @@ def _server_socket(args: argparse.Namespace) -> socket.socket:
     try:
         if args.reuse_address:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        _cli.bind(sock, (host, port))
     except BaseException:
         sock.close()
         raise

@@ -67,6 +67,7 @@ def test_a_bad_address_is_a_one_line_error(impl_env):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        result = run_example(impl_env, "fastnet.tcp", "server", "--port", str(taken.getsockname()[1]))
+        port = taken.getsockname()[1]
+        result = run_example(impl_env, "fastnet.tcp", "server", "--port", str(port))
     assert result.returncode == 1
-    assert result.stderr.splitlines() == ["error: Address already in use"]
+    assert result.stderr.splitlines() == [f"error: cannot bind 127.0.0.1:{port}: Address already in use"]

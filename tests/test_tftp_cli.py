@@ -81,6 +81,9 @@ def test_failures_are_one_line_messages(root, tmp_path, impl_env):
     assert "no answer" in err
     err = one_line_error(cli(["get", "host.invalid", "x", str(tmp_path / "x")], impl_env))
     assert "resolve" in err
+    # a local path that cannot be written: the message names it, not the temporary file beside it
+    err = one_line_error(cli(["get", "127.0.0.1", "x", str(tmp_path / "no-dir" / "x"), "--port", silent], impl_env))
+    assert err.strip().endswith(f"get: No such file or directory: {tmp_path / 'no-dir' / 'x'}")
     assert (tmp_path / "keep").read_bytes() == b"keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "root"]
 
@@ -120,8 +123,9 @@ def test_serve_failures_are_one_line_messages(tmp_path, impl_env):
     assert "not a directory" in err
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", 0))
-        err = one_line_error(cli(["serve", str(tmp_path), "--port", str(busy.getsockname()[1])], impl_env))
-    assert "in use" in err
+        port = busy.getsockname()[1]
+        err = one_line_error(cli(["serve", str(tmp_path), "--port", str(port)], impl_env))
+    assert err.strip().endswith(f"serve: cannot listen on 127.0.0.1:{port}: Address already in use")
 
 
 def test_progress_bar_only_on_a_terminal(root, tmp_path, impl_env):

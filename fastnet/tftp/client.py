@@ -213,7 +213,10 @@ def _open_target(local: LocalFile | None, remote: str) -> tuple[BinaryIO, str | 
         if os.path.isdir(final):
             raise IsADirectoryError(f"{final} is a directory")
     directory = os.path.dirname(os.path.abspath(final))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(final) + ".", suffix=".part")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(final) + ".", suffix=".part")
+    except OSError as exc:  # name the file asked for, not the temporary one beside it
+        raise OSError(exc.errno, exc.strerror, final) from None
     return os.fdopen(fd, "wb", buffering=1 << 20), tmp, final
 
 

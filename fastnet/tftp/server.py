@@ -928,6 +928,10 @@ class TftpServer:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((self.host, self._requested_port))
             sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot listen on {_fmt_peer((self.host, self._requested_port))}: "
+                                     f"{exc.strerror}") from None
         except BaseException:
             sock.close()
             raise
