@@ -287,6 +287,40 @@ def test_cli_refused_is_one_line_error(impl_env):
     assert "Traceback" not in out.stderr
 
 
+def test_cli_refused_names_an_ipv6_server_in_brackets(impl_env):
+    from conftest import free_port
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        port = free_port(host="::1")
+    except OSError:
+        pytest.skip("no ::1 on this machine")
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnet.bench", "echo", "--host", "::1", "--port", str(port), "--secs", "0.2"],
+        env=impl_env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
+    assert out.stderr == f"python -m fastnet.bench echo: cannot load [::1]:{port}: connect: Connection refused\n"
+
+
+def test_cli_a_udp_load_that_gets_no_echo_fails(impl_env):
+    """Nothing listens: every datagram is lost.  The table still prints, and the run fails."""
+    from conftest import free_port
+
+    port = free_port(socket.SOCK_DGRAM)
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnet.bench", "echo", "--udp", "--port", str(port), "--secs", "0.3",
+         "--udp-timeout", "0.05", "--json"],
+        env=impl_env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
+    result = json.loads(out.stdout)
+    assert result["requests"] == 0 and result["errors"] + result["losses"] > 0
+    assert out.stderr.startswith(f"python -m fastnet.bench echo: no echo came back from 127.0.0.1:{port} (")
+    assert out.stderr.count("\n") == 1
+
+
 def test_cli_ctrl_c_ends_a_long_run(server_factory, impl_env):
     import select
     import signal

@@ -12,13 +12,15 @@ import logging
 import os
 import sys
 
+from fastnet.bench._loadgen_py import target
+
 log = logging.getLogger("fastnet.bench")
 
 
 def format_text(result: dict) -> str:
     lat = result["latency_us"]
     lines = [
-        f"echo load ({result['implementation']}): {result['proto']} {result['host']}:{result['port']} "
+        f"echo load ({result['implementation']}): {result['proto']} {target(result['host'], result['port'])} "
         f"conns={result['conns']} size={result['size']} pipeline={result['pipeline']} "
         f"secs={result['elapsed']:.2f}",
         f"requests/s  {result['requests_per_sec']:.1f}  ({result['requests']} requests)",
@@ -44,13 +46,21 @@ def _echo_command(args: argparse.Namespace) -> int:
             pipeline=args.pipeline,
             udp_timeout=args.udp_timeout,
         )
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        print(f"python -m fastnet.bench echo: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
         print(f"python -m fastnet.bench echo: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
         print(format_text(result))
+    if not result["requests"]:  # a load that measured nothing failed, whatever the reason
+        sys.stdout.flush()
+        print(f"python -m fastnet.bench echo: no echo came back from {target(args.host, args.port)} "
+              f"({result['errors']} errors, {result['losses']} lost, {result['stalled']} stalled)", file=sys.stderr)
+        return 1
     return 0
 
 
