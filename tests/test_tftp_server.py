@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -237,6 +238,73 @@ def test_full_disk_during_upload_is_error_3_and_removes_the_temporary_file(root,
     assert proc.returncode == 0, err
     assert os.listdir(root) == []
     assert b"Traceback" not in err
+
+
+FEW_DESCRIPTORS_SERVER = r"""
+import logging, os, resource, sys
+from fastnet.tftp.server import TftpServer
+logging.basicConfig(level=logging.INFO)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+with TftpServer(sys.argv[1], port=0, timeout=5.0) as server:
+    held = []
+    try:
+        while True:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    for fd in held[-5:]:  # five descriptors left: two transfers (a socket and a file each), not more
+        os.close(fd)
+    print(server.port, flush=True)
+    sys.stdin.read()  # until the test is done
+"""
+
+
+def test_running_out_of_descriptors_refuses_with_error_0_and_keeps_serving(root, impl_env):
+    """EMFILE is the server's trouble: ERROR 0 "server busy ... try again later" (not 2, access
+    violation), the transfers already running finish, and a request after them is served."""
+    data = fill(str(root / "f.bin"), 512 * 4 + 7)
+    proc = subprocess.Popen([sys.executable, "-c", FEW_DESCRIPTORS_SERVER, str(root)], env=impl_env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peers = []
+    try:
+        port = int(proc.stdout.readline())
+        held, refused = [], []
+        for _ in range(6):  # each held transfer keeps its descriptors: no ACK yet
+            peer = RawPeer()
+            peers.append(peer)
+            peer.send(codec.encode_rrq("f.bin", options={}), port)
+            packet, tid = peer.recv()
+            (held if type(packet) is codec.Data else refused).append((peer, packet, tid))
+        assert held and refused
+        for _, packet, _ in refused:
+            assert type(packet) is codec.Error and packet.code == 0, packet
+            assert packet.message.startswith("server busy: too many open files")
+        for peer, packet, tid in held:  # the running transfers finish, byte for byte
+            got = b""
+            while True:
+                got += packet.payload
+                peer.send(codec.encode_ack(packet.block), tid)
+                if len(packet.payload) < 512:
+                    break
+                packet, _ = peer.recv()
+            assert got == data
+        deadline = time.monotonic() + 10  # their descriptors come back as the sessions end
+        while True:
+            try:
+                stats = client.download("127.0.0.1", "f.bin", io.BytesIO(), port=port, timeout=0.5, retries=2)
+                break
+            except TftpRemoteError as exc:
+                assert exc.code == 0 and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert stats.bytes == len(data)
+    finally:
+        for peer in peers:
+            peer.sock.close()
+        _, err = proc.communicate(b"", timeout=20)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err
+    assert b"server busy: too many open files" in err  # the access log says why
 
 
 # ---------------------------------------------------------------------------- protocol

@@ -1112,7 +1112,8 @@ class TftpServer:
         try:
             sock = socket.socket(self._family, socket.SOCK_DGRAM)
         except OSError as exc:
-            self._refuse(addr, name, direction, 0, "server out of resources")
+            refusal = _busy(exc) or _Refused(0, "server out of resources")
+            self._refuse(addr, name, direction, refusal.code, refusal.message)
             log.error("tftp: cannot open a socket: %s", exc)
             return
         try:
@@ -1142,7 +1143,10 @@ class TftpServer:
         name = request.filename
         path = resolve_path(self.root, name)
         directory = os.path.dirname(path)
-        sock.bind((self.host, 0))
+        try:
+            sock.bind((self.host, 0))
+        except OSError as exc:  # no ephemeral port left, say
+            raise _busy(exc) or _Refused(0, f"cannot open a transfer port: {exc.strerror}") from None
         sock.setblocking(False)
         if is_read:
             fileobj, size = self._open_for_read(path)
@@ -1166,14 +1170,15 @@ class TftpServer:
             except OSError as exc:
                 if is_read:
                     fileobj.close()
-                raise _Refused(2 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else 0,
-                               f"cannot create the file: {exc.strerror}") from None
+                raise _busy(exc) or _Refused(2 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else 0,
+                                             f"cannot create the file: {exc.strerror}") from None
         if is_read:
             return _ReadSession(self, addr, key, stats, sock, fileobj, blksize, window, timeout, netascii, oack)
         try:
             return _WriteSession(self, addr, key, stats, sock, path, blksize, window, timeout, netascii, oack)
         except OSError as exc:
-            raise _Refused(2 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else 0, f"cannot create the file: {exc.strerror}") from None
+            raise _busy(exc) or _Refused(2 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else 0,
+                                         f"cannot create the file: {exc.strerror}") from None
 
     def _open_for_read(self, path: str) -> tuple[Any, int]:
         try:
@@ -1181,7 +1186,7 @@ class TftpServer:
         except FileNotFoundError:
             raise _Refused(1, "file not found") from None
         except OSError as exc:
-            raise _Refused(2, f"cannot read the file: {exc.strerror}") from None
+            raise _busy(exc) or _Refused(2, f"cannot read the file: {exc.strerror}") from None
         if not stat.S_ISREG(st.st_mode):
             raise _Refused(2, "not a regular file")
         try:
@@ -1189,7 +1194,7 @@ class TftpServer:
         except FileNotFoundError:
             raise _Refused(1, "file not found") from None
         except OSError as exc:
-            raise _Refused(2, f"cannot read the file: {exc.strerror}") from None
+            raise _busy(exc) or _Refused(2, f"cannot read the file: {exc.strerror}") from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # swapped between stat and open
             os.close(fd)
@@ -1210,6 +1215,14 @@ class TftpServer:
             raise _Refused(2, "not a regular file")
         if not self.allow_overwrite:
             raise _Refused(6, "file already exists")
+
+
+def _busy(exc: OSError) -> _Refused | None:
+    """Out of descriptors or memory: the server's trouble, not the request's.  ERROR 0 (not 2, access
+    violation, which would send a user hunting for a permission problem), and the client may retry."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+        return _Refused(0, f"server busy: {(exc.strerror or 'out of resources').lower()}, try again later")
+    return None
 
 
 def direction_of(is_read: bool) -> str:
