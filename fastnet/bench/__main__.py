@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from fastnet.bench._loadgen_py import target
+from fastnet._cli import format_address
 
 log = logging.getLogger("fastnet.bench")
 
@@ -20,7 +20,7 @@ log = logging.getLogger("fastnet.bench")
 def format_text(result: dict) -> str:
     lat = result["latency_us"]
     lines = [
-        f"echo load ({result['implementation']}): {result['proto']} {target(result['host'], result['port'])} "
+        f"echo load ({result['implementation']}): {result['proto']} {format_address((result['host'], result['port']))} "
         f"conns={result['conns']} size={result['size']} pipeline={result['pipeline']} "
         f"secs={result['elapsed']:.2f}",
         f"requests/s  {result['requests_per_sec']:.1f}  ({result['requests']} requests)",
@@ -58,7 +58,7 @@ def _echo_command(args: argparse.Namespace) -> int:
         print(format_text(result))
     if not result["requests"]:  # a load that measured nothing failed, whatever the reason
         sys.stdout.flush()
-        print(f"python -m fastnet.bench echo: no echo came back from {target(args.host, args.port)} "
+        print(f"python -m fastnet.bench echo: no echo came back from {format_address((args.host, args.port))} "
               f"({result['errors']} errors, {result['losses']} lost, {result['stalled']} stalled)", file=sys.stderr)
         return 1
     return 0

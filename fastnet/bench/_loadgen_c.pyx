@@ -9,7 +9,8 @@ import os
 import signal
 import threading
 
-from fastnet.bench._loadgen_py import _resolve, _summarize, check_params, target
+from fastnet._cli import format_address
+from fastnet.bench._loadgen_py import _resolve, _summarize, check_params
 
 __all__ = ["run_echo", "IMPLEMENTATION_NAME"]
 
@@ -101,8 +102,8 @@ def run_echo(host, port, *, conns=1, size=1024, secs=5.0, udp=False, pipeline=1,
     if rc != 0:
         message = res.errmsg.decode("utf-8", "replace")
         if res.err == 111:  # ECONNREFUSED
-            raise ConnectionRefusedError(res.err, f"cannot load {target(host, port)}: {message}")
-        raise OSError(res.err, f"cannot load {target(host, port)}: {message}")
+            raise ConnectionRefusedError(res.err, f"cannot load {format_address((host, port))}: {message}")
+        raise OSError(res.err, f"cannot load {format_address((host, port))}: {message}")
     return _summarize(
         host=host, port=port, udp=udp, conns=conns, size=size, pipeline=pipeline,
         requests=res.requests, nbytes=res.bytes, elapsed=res.elapsed, errors=res.errors,

@@ -13,6 +13,8 @@ import socket
 import time
 from typing import Any
 
+from fastnet._cli import format_address
+
 __all__ = ["run_echo", "IMPLEMENTATION_NAME"]
 
 IMPLEMENTATION_NAME = "python"
@@ -92,11 +94,6 @@ def _resolve(host: str, port: int, udp: bool) -> tuple[int, str]:
         if family in (socket.AF_INET, socket.AF_INET6):
             return family, sockaddr[0]
     raise OSError(errno.EAFNOSUPPORT, f"no IPv4/IPv6 address for {host!r}")
-
-
-def target(host: str, port) -> str:
-    """``127.0.0.1:7788`` / ``[::1]:7788``: the server a load names in its messages."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _summarize(*, host, port, udp, conns, size, pipeline, requests, nbytes, elapsed, errors, mismatches,
@@ -403,11 +400,11 @@ def run_echo(host, port, *, conns=1, size=1024, secs=5.0, udp=False, pipeline=1,
         else:
             elapsed = _run_tcp(family, ip, int(port), int(conns), int(size), float(secs), int(pipeline), stats)
     except ConnectionRefusedError as exc:
-        raise ConnectionRefusedError(exc.errno, f"cannot load {target(host, port)}: connect: {exc.strerror}") from None
+        raise ConnectionRefusedError(exc.errno, f"cannot load {format_address((host, port))}: connect: {exc.strerror}") from None
     except OSError as exc:
         if exc.errno is None:
             raise
-        raise OSError(exc.errno, f"cannot load {target(host, port)}: connect: {exc.strerror}") from None
+        raise OSError(exc.errno, f"cannot load {format_address((host, port))}: connect: {exc.strerror}") from None
     lat = sorted(stats.latencies)
     return _summarize(
         host=host, port=port, udp=udp, conns=conns, size=size, pipeline=pipeline,
