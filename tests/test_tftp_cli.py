@@ -125,7 +125,7 @@ def test_serve_failures_are_one_line_messages(tmp_path, impl_env):
         busy.bind(("127.0.0.1", 0))
         port = busy.getsockname()[1]
         err = one_line_error(cli(["serve", str(tmp_path), "--port", str(port)], impl_env))
-    assert err.strip().endswith(f"serve: cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert err.strip().endswith(f"serve: cannot bind 127.0.0.1:{port}: Address already in use")
 
 
 def test_progress_bar_only_on_a_terminal(root, tmp_path, impl_env):

@@ -49,6 +49,7 @@ import tempfile
 import threading
 from typing import Any
 
+from .._cli import bind, format_address
 from . import codec, engine
 from ._transfer import MAX_WINDOWSIZE, BlockSink, BlockSource, TransferStats, free_space, parse_uint
 
@@ -79,16 +80,11 @@ class _Refused(Exception):
         self.message = message
 
 
-def _fmt_peer(addr: tuple) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _log_access(stats: TransferStats, outcome: str) -> None:
     options = ",".join(f"{k}={v}" for k, v in stats.options.items()) or "-"
     access_log.info(
         "peer=%s file=%r direction=%s bytes=%d seconds=%.3f options=%s retransmissions=%d outcome=%s",
-        _fmt_peer(stats.peer),
+        format_address(stats.peer),
         stats.filename,
         stats.direction,
         stats.bytes,
@@ -202,7 +198,7 @@ class _Session(asyncio.DatagramProtocol):
         except BlockingIOError:
             self._transport.sendto(packet, self._peer)  # queued by the transport until writable
         except OSError as exc:
-            log.debug("tftp: sendto %s failed: %s", _fmt_peer(self._peer), exc)
+            log.debug("tftp: sendto %s failed: %s", format_address(self._peer), exc)
 
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
@@ -212,7 +208,7 @@ class _Session(asyncio.DatagramProtocol):
         try:
             self.begin()
         except Exception as exc:  # pragma: no cover - a bug, but never a crashed server
-            log.exception("tftp: session for %s failed to start", _fmt_peer(self._peer))
+            log.exception("tftp: session for %s failed to start", format_address(self._peer))
             self.finish(f"internal error: {exc}", 0, "internal error")
             return
         self._arm()
@@ -248,7 +244,7 @@ class _Session(asyncio.DatagramProtocol):
         try:
             self.retransmit()
         except Exception as exc:
-            log.exception("tftp: retransmission to %s failed", _fmt_peer(self._peer))
+            log.exception("tftp: retransmission to %s failed", format_address(self._peer))
             self.finish(f"internal error: {exc}", 0, "internal error")
             return
         self._timer = self._loop.call_at(now + self._wait, self._on_timer)
@@ -263,7 +259,7 @@ class _Session(asyncio.DatagramProtocol):
             pass
 
     def error_received(self, exc: Exception) -> None:
-        log.debug("tftp: %s: %s", _fmt_peer(self._peer), exc)
+        log.debug("tftp: %s: %s", format_address(self._peer), exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass
@@ -453,7 +449,7 @@ class _ReadSession(_Session):
                 self.stats.retransmissions += self._send_window()
             # else: a duplicate ACK -- ignored (RFC 1123: no Sorcerer's Apprentice)
         except Exception as exc:
-            log.exception("tftp: read session for %s failed", _fmt_peer(self._peer))
+            log.exception("tftp: read session for %s failed", format_address(self._peer))
             self.finish(f"internal error: {exc}", 0, "internal error")
 
     def cleanup(self, ok: bool) -> None:
@@ -547,7 +543,7 @@ class _WriteSession(_Session):
                 self._send(self._last_sent)
                 self.stats.retransmissions += 1
         except Exception as exc:
-            log.exception("tftp: write session for %s failed", _fmt_peer(self._peer))
+            log.exception("tftp: write session for %s failed", format_address(self._peer))
             self.finish(f"internal error: {exc}", 0, "internal error")
 
     def _write_failed(self, exc: OSError) -> None:
@@ -653,7 +649,7 @@ class _EngineSession:
             )
             future = self._loop.run_in_executor(self._server._executor(), self._engine.run)
         except Exception as exc:
-            log.exception("tftp: session for %s failed to start", _fmt_peer(self._peer))
+            log.exception("tftp: session for %s failed to start", format_address(self._peer))
             self.finish(f"internal error: {exc}", 0, "internal error")
             return
         future.add_done_callback(self._ran)
@@ -663,7 +659,7 @@ class _EngineSession:
         try:
             outcome = future.result()
         except BaseException as exc:  # pragma: no cover - a bug, but never a crashed server
-            log.error("tftp: transfer engine for %s failed: %r", _fmt_peer(self._peer), exc)
+            log.error("tftp: transfer engine for %s failed: %r", format_address(self._peer), exc)
             eng.close()
             self.finish(f"internal error: {exc}", 0, "internal error")
             return
@@ -690,7 +686,7 @@ class _EngineSession:
                 reason = os.strerror(eng.error_errno) if eng.error_errno else f"engine outcome {outcome}"
                 self.finish(f"internal error: {reason}", 0, "internal error")
         except Exception as exc:  # pragma: no cover
-            log.exception("tftp: session for %s failed", _fmt_peer(self._peer))
+            log.exception("tftp: session for %s failed", format_address(self._peer))
             self.finish(f"internal error: {exc}", 0, "internal error")
 
     def _stopped(self, data: bytes) -> None:
@@ -769,7 +765,7 @@ class _EngineSession:
         try:
             self._sock.sendto(packet, self._peer)
         except OSError as exc:
-            log.debug("tftp: sendto %s failed: %s", _fmt_peer(self._peer), exc)
+            log.debug("tftp: sendto %s failed: %s", format_address(self._peer), exc)
 
     def finish(self, outcome: str, error_code: int | None = None, error_message: str = "") -> None:
         """End the transfer: optional ERROR to the peer, clean up, one access-log line."""
@@ -838,7 +834,7 @@ class _Listener(asyncio.DatagramProtocol):
         try:
             self._server._on_request(data, addr)
         except Exception:  # pragma: no cover - a bug, but never a dead listener
-            log.exception("tftp: request from %s failed", _fmt_peer(addr))
+            log.exception("tftp: request from %s failed", format_address(addr))
 
     def error_received(self, exc: Exception) -> None:
         log.debug("tftp: listener: %s", exc)
@@ -926,18 +922,14 @@ class TftpServer:
         try:
             if self._family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((self.host, self._requested_port))
+            bind(sock, (self.host, self._requested_port))
             sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, f"cannot listen on {_fmt_peer((self.host, self._requested_port))}: "
-                                     f"{exc.strerror}") from None
         except BaseException:
             sock.close()
             raise
         self._listener, _ = await self._loop.create_datagram_endpoint(lambda: _Listener(self), sock=sock)
         self.port = sock.getsockname()[1]
-        log.info("tftp: serving %s on %s (%s)", self.root, _fmt_peer((self.host, self.port)),
+        log.info("tftp: serving %s on %s (%s)", self.root, format_address((self.host, self.port)),
                  "read-write" if self.allow_write else "read-only")
 
     async def serve_forever(self) -> None:
@@ -1084,7 +1076,7 @@ class TftpServer:
         try:
             request = codec.decode(data)
         except codec.DecodeError as exc:
-            log.warning("tftp: malformed request from %s: %s", _fmt_peer(addr), exc)
+            log.warning("tftp: malformed request from %s: %s", format_address(addr), exc)
             if not (len(data) >= 2 and data[0] == 0 and data[1] == 5):
                 self._listener.sendto(codec.encode_error(4, "malformed request"), addr)
             return
@@ -1092,7 +1084,7 @@ class TftpServer:
         if kind is codec.Error:
             return
         if kind is not codec.ReadRequest and kind is not codec.WriteRequest:
-            log.warning("tftp: %s sent %s to the request port", _fmt_peer(addr), kind.__name__)
+            log.warning("tftp: %s sent %s to the request port", format_address(addr), kind.__name__)
             self._listener.sendto(codec.encode_error(4, "expected a read or write request"), addr)
             return
         key = (addr, data)
@@ -1112,7 +1104,7 @@ class TftpServer:
         try:
             sock = socket.socket(self._family, socket.SOCK_DGRAM)
         except OSError as exc:
-            refusal = _busy(exc) or _Refused(0, "server out of resources")
+            refusal = _refusal(exc, "cannot open a transfer socket", 0)
             self._refuse(addr, name, direction, refusal.code, refusal.message)
             log.error("tftp: cannot open a socket: %s", exc)
             return
@@ -1136,7 +1128,7 @@ class TftpServer:
         try:
             await self._loop.create_datagram_endpoint(lambda: session, sock=sock)
         except Exception as exc:
-            log.error("tftp: cannot start a transfer for %s: %s", _fmt_peer(session._peer), exc)
+            log.error("tftp: cannot start a transfer for %s: %s", format_address(session._peer), exc)
             session.finish(f"internal error: {exc}")
 
     def _prepare(self, request: Any, is_read: bool, netascii: bool, addr: tuple, key: tuple, sock: socket.socket) -> Any:
@@ -1146,7 +1138,7 @@ class TftpServer:
         try:
             sock.bind((self.host, 0))
         except OSError as exc:  # no ephemeral port left, say
-            raise _busy(exc) or _Refused(0, f"cannot open a transfer port: {exc.strerror}") from None
+            raise _refusal(exc, "cannot open a transfer port", 0) from None
         sock.setblocking(False)
         if is_read:
             fileobj, size = self._open_for_read(path)
@@ -1170,15 +1162,13 @@ class TftpServer:
             except OSError as exc:
                 if is_read:
                     fileobj.close()
-                raise _busy(exc) or _Refused(2 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else 0,
-                                             f"cannot create the file: {exc.strerror}") from None
+                raise _refusal(exc, "cannot create the file", 0) from None
         if is_read:
             return _ReadSession(self, addr, key, stats, sock, fileobj, blksize, window, timeout, netascii, oack)
         try:
             return _WriteSession(self, addr, key, stats, sock, path, blksize, window, timeout, netascii, oack)
         except OSError as exc:
-            raise _busy(exc) or _Refused(2 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else 0,
-                                         f"cannot create the file: {exc.strerror}") from None
+            raise _refusal(exc, "cannot create the file", 0) from None
 
     def _open_for_read(self, path: str) -> tuple[Any, int]:
         try:
@@ -1186,7 +1176,7 @@ class TftpServer:
         except FileNotFoundError:
             raise _Refused(1, "file not found") from None
         except OSError as exc:
-            raise _busy(exc) or _Refused(2, f"cannot read the file: {exc.strerror}") from None
+            raise _refusal(exc, "cannot read the file", 2) from None
         if not stat.S_ISREG(st.st_mode):
             raise _Refused(2, "not a regular file")
         try:
@@ -1194,7 +1184,7 @@ class TftpServer:
         except FileNotFoundError:
             raise _Refused(1, "file not found") from None
         except OSError as exc:
-            raise _busy(exc) or _Refused(2, f"cannot read the file: {exc.strerror}") from None
+            raise _refusal(exc, "cannot read the file", 2) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # swapped between stat and open
             os.close(fd)
@@ -1217,12 +1207,18 @@ class TftpServer:
             raise _Refused(6, "file already exists")
 
 
-def _busy(exc: OSError) -> _Refused | None:
-    """Out of descriptors or memory: the server's trouble, not the request's.  ERROR 0 (not 2, access
-    violation, which would send a user hunting for a permission problem), and the client may retry."""
-    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
+
+def _refusal(exc: OSError, doing: str, code: int) -> _Refused:
+    """The ERROR for a request that failed with *exc* while *doing* something: 2 (access violation)
+    when permission was denied, else *code*.  Out of descriptors or memory is the server's trouble,
+    not the request's: ERROR 0 "server busy ... try again later", never 2, which would send a user
+    hunting for a permission problem."""
+    if exc.errno in _EXHAUSTED:
         return _Refused(0, f"server busy: {(exc.strerror or 'out of resources').lower()}, try again later")
-    return None
+    return _Refused(2 if exc.errno in _DENIED else code, f"{doing}: {exc.strerror}")
 
 
 def direction_of(is_read: bool) -> str:
