@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 
 import pytest
 
 from fastnet import _compat
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPLEMENTATIONS = ("c", "python")
 REQUIRE_PEERS = os.environ.get("FASTNET_REQUIRE_PEERS", "") not in ("", "0")
 
@@ -96,3 +98,29 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
 @pytest.fixture
 def python_exe() -> str:
     return sys.executable
+
+
+def build_sanitized(tmp_path, test_source: str, *c_sources: str) -> str:
+    """Compile tests/c/*test_source* with src_c/*c_sources* under AddressSanitizer and UBSan.
+
+    Returns the executable; skips when there is no C compiler or no sanitizer runtime.
+    """
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler")
+    exe = str(tmp_path / os.path.splitext(test_source)[0])
+    flags = ["-std=gnu11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-g", "-O1", "-pthread"]
+    flags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
+    sources = [os.path.join(ROOT, "tests", "c", test_source)]
+    sources += [os.path.join(ROOT, "src_c", name) for name in c_sources]
+    cmd = [cc, *flags, "-I", os.path.join(ROOT, "src_c"), *sources, "-o", exe]
+    build = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if build.returncode != 0 and "sanitize" in build.stderr and "cannot find" in build.stderr:
+        pytest.skip("the compiler has no sanitizer runtime")
+    assert build.returncode == 0, build.stderr
+    return exe
+
+
+def sanitized_env() -> dict:
+    """The environment for a sanitized test program: without an LD_PRELOAD meant for Python."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}

@@ -14,6 +14,7 @@ import struct
 import subprocess
 
 import pytest
+from conftest import build_sanitized, sanitized_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -720,39 +721,11 @@ def test_real_clients_requests_decode_and_they_understand_our_error(client, tmp_
 # the C core alone, under AddressSanitizer and UBSan
 
 
-def test_standalone_c_core_under_sanitizers(tmp_path):
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        pytest.skip("no C compiler")
-    exe = tmp_path / "test_tftp_codec"
-    build = subprocess.run(
-        [
-            cc,
-            "-std=gnu11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-g",
-            "-O1",
-            "-fsanitize=address,undefined",
-            "-fno-sanitize-recover=undefined",
-            "-fno-omit-frame-pointer",
-            "-I",
-            os.path.join(ROOT, "src_c"),
-            os.path.join(ROOT, "tests", "c", "test_tftp_codec.c"),
-            os.path.join(ROOT, "src_c", "tftp_codec.c"),
-            "-o",
-            str(exe),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if build.returncode != 0 and "sanitize" in build.stderr and "cannot find" in build.stderr:
-        pytest.skip("the compiler has no sanitizer runtime")
-    assert build.returncode == 0, build.stderr
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    run = subprocess.run([str(exe), "100000"], capture_output=True, text=True, timeout=60, env=env)
+def test_standalone_c_core_under_sanitizers(tmp_path, implementation):
+    if implementation != "c":
+        pytest.skip("the standalone C core involves no Python; once is enough")
+    exe = build_sanitized(tmp_path, "test_tftp_codec.c", "tftp_codec.c")
+    run = subprocess.run([exe, "100000"], capture_output=True, text=True, timeout=60, env=sanitized_env())
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("ok: tftp codec core, 100000 random datagrams")
 

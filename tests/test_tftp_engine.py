@@ -11,7 +11,7 @@ import sys
 import threading
 
 import pytest
-from conftest import require_tool
+from conftest import build_sanitized, require_tool, sanitized_env
 from tftp_helpers import RawPeer, fastnet_server, fill
 
 from fastnet.tftp import client, codec, engine
@@ -480,3 +480,17 @@ with open(path, "rb") as src, open("/dev/null", "wb") as dst:
     print("ok", r.bytes)
 """
 
+
+
+def test_standalone_c_engine_under_sanitizers(tmp_path, implementation):
+    """src_c/tftp_engine.c alone, under ASan and UBSan, against a lossy peer (every transfer must
+    finish byte for byte), a hostile one (garbage, wrong blocks, oversized DATA, GSO bursts: a
+    defined outcome, never a memory error) and a stranger (ERROR 5), and across the rollover."""
+    if implementation != "c":
+        pytest.skip("the standalone C engine involves no Python; once is enough")
+    exe = build_sanitized(tmp_path, "test_tftp_engine.c", "tftp_engine.c", "tftp_codec.c")
+    env = sanitized_env()
+    env["TMPDIR"] = str(tmp_path)
+    run = subprocess.run([exe, "300"], capture_output=True, text=True, timeout=240, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr[-4000:]
+    assert "ok: tftp engine, 300 rounds" in run.stdout
