@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import os
+import stat
 
 import pytest
 from tftp_helpers import LossyProxy, RawPeer, fastnet_server, fill, leftovers
@@ -104,6 +105,36 @@ def test_failed_download_leaves_no_partial_file_and_keeps_the_old_one(root, tmp_
     assert info.value.code == 1 and "file not found" in str(info.value)
     assert target.read_bytes() == b"precious"
     assert sorted(os.listdir(tmp_path)) == ["keep.bin", "root"]
+
+
+@pytest.mark.parametrize("mode", ["octet", "netascii"])
+def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(root, tmp_path, mode):
+    # downloads and uploads go through a temporary file, which mkstemp() makes 0600; the file
+    # renamed into place must not be: 0666 less the umask when new, the old mode when replacing
+    def perms(path):
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    (root / "f.txt").write_bytes(b"line one\nline two\n" * 200)
+    before = os.umask(0o027)
+    try:
+        with fastnet_server(str(root), allow_write=True, allow_overwrite=True) as server:
+            new = tmp_path / "new.txt"
+            client.download("127.0.0.1", "f.txt", str(new), port=server.port, mode=mode)
+            assert perms(new) == 0o640
+            kept = tmp_path / "kept.txt"
+            kept.write_bytes(b"old")
+            kept.chmod(0o604)
+            client.download("127.0.0.1", "f.txt", str(kept), port=server.port, mode=mode)
+            assert kept.read_bytes() == new.read_bytes() != b"old" and perms(kept) == 0o604
+
+            client.upload("127.0.0.1", str(new), "up.txt", port=server.port, mode=mode)
+            assert perms(root / "up.txt") == 0o640
+            (root / "f.txt").chmod(0o600)
+            client.upload("127.0.0.1", str(new), "f.txt", port=server.port, mode=mode)
+            assert perms(root / "f.txt") == 0o600
+    finally:
+        os.umask(before)
+    assert leftovers(str(root)) == [] and leftovers(str(tmp_path)) == []
 
 
 def test_download_that_stalls_times_out_without_leftovers(tmp_path, pool):

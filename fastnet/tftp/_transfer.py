@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
+import tempfile
 from typing import Any, BinaryIO
 
 from . import codec
@@ -26,6 +28,7 @@ __all__ = [
     "MAX_TIMEOUT",
     "parse_uint",
     "free_space",
+    "temp_beside",
     "MODES",
 ]
 
@@ -75,6 +78,44 @@ def free_space(directory: str) -> int:
     """Bytes an unprivileged writer may still allocate under *directory*."""
     st = os.statvfs(directory)
     return st.f_bavail * st.f_frsize
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", "rb") as f:  # Linux 4.7+: read without changing it
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_beside(final: str, prefix: str, suffix: str = ".part") -> tuple[int, str]:
+    """(descriptor, path) of a new temporary file in *final*'s directory, to be renamed onto
+    *final* once complete.
+
+    mkstemp() creates it 0600, which the rename would carry over: it gets instead the permission
+    bits of the regular file it is to replace, or else those a new file would get (0666 less the
+    umask), as when a download or upload writes *final* directly.
+    """
+    try:
+        st = os.stat(final)
+        mode = stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
+    except OSError:
+        mode = None
+    if mode is None:
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(final) or ".", prefix=prefix, suffix=suffix)
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
 
 
 class BlockSource:

@@ -30,13 +30,21 @@ import os
 import socket
 import stat
 import struct
-import tempfile
 import threading
 import time
 from typing import Any, BinaryIO, Callable, Union
 
 from . import codec, engine
-from ._transfer import MAX_WINDOWSIZE, MODES, BlockSink, BlockSource, TransferStats, free_space, parse_uint
+from ._transfer import (
+    MAX_WINDOWSIZE,
+    MODES,
+    BlockSink,
+    BlockSource,
+    TransferStats,
+    free_space,
+    parse_uint,
+    temp_beside,
+)
 from .errors import TftpError, TftpProtocolError, TftpRemoteError, TftpTimeout
 
 __all__ = ["download", "upload", "wait_dallying", "TransferStats", "DEFAULT_PORT"]
@@ -212,9 +220,8 @@ def _open_target(local: LocalFile | None, remote: str) -> tuple[BinaryIO, str | 
         final = os.path.join(final, os.path.basename(remote.replace("\\", "/").rstrip("/")))
         if os.path.isdir(final):
             raise IsADirectoryError(f"{final} is a directory")
-    directory = os.path.dirname(os.path.abspath(final))
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(final) + ".", suffix=".part")
+        fd, tmp = temp_beside(os.path.abspath(final), prefix="." + os.path.basename(final) + ".")
     except OSError as exc:  # name the file asked for, not the temporary one beside it
         raise OSError(exc.errno, exc.strerror, final) from None
     return os.fdopen(fd, "wb", buffering=1 << 20), tmp, final

@@ -45,13 +45,12 @@ import os
 import signal
 import socket
 import stat
-import tempfile
 import threading
 from typing import Any
 
 from .._cli import bind, format_address
 from . import codec, engine
-from ._transfer import MAX_WINDOWSIZE, BlockSink, BlockSource, TransferStats, free_space, parse_uint
+from ._transfer import MAX_WINDOWSIZE, BlockSink, BlockSource, TransferStats, free_space, parse_uint, temp_beside
 
 __all__ = ["TftpServer", "DEFAULT_PORT"]
 
@@ -466,8 +465,7 @@ class _WriteSession(_Session):
     def __init__(self, server, peer, key, stats, sock, target, blksize, window, timeout, netascii, oack) -> None:
         super().__init__(server, peer, key, stats, sock)
         self._target = target
-        directory = os.path.dirname(target)
-        fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+        fd, self._tmp = temp_beside(target, TEMP_PREFIX, TEMP_SUFFIX)
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._sink = BlockSink(self._file, netascii=netascii)
         self._blksize = blksize
@@ -634,7 +632,7 @@ class _EngineSession:
         if is_read:
             self._fd = fileobj.fileno()
         else:
-            self._fd, self._tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+            self._fd, self._tmp = temp_beside(target, TEMP_PREFIX, TEMP_SUFFIX)
 
     def start(self) -> None:
         try:
