@@ -55,6 +55,28 @@ def test_get_and_put(root, tmp_path, impl_env):
     assert (root / "copy.bin").read_bytes() == data
 
 
+def test_dash_is_standard_output_for_get_and_standard_input_for_put(root, tmp_path, impl_env):
+    data = fill(str(root / "f.bin"), 300_000, seed=3)
+    with fastnet_server(str(root), allow_write=True) as server:
+        port = str(server.port)
+        for extra in ([], ["--blksize", "1468", "--windowsize", "8"], ["--netascii"]):
+            r = cli(["get", "127.0.0.1", "f.bin", "-", "--port", port, "--timeout", "0.2", *extra], impl_env)
+            assert r.returncode == 0, r.stderr
+            if "--netascii" not in extra:
+                assert r.stdout == data
+            # the summary moves to stderr, out of the data's way
+            assert r.stderr.decode().startswith("received f.bin: ")
+        assert not (tmp_path / "-").exists() and not os.path.exists("-")
+        up = subprocess.run([sys.executable, "-m", "fastnet.tftp", "put", "127.0.0.1", "-", "in.bin", "--port", port,
+                             "--timeout", "0.2"], env=impl_env, input=data, capture_output=True, timeout=60)
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.decode().startswith("sent in.bin: 300000 bytes")
+        assert (root / "in.bin").read_bytes() == data
+        # without REMOTE there is no name to upload standard input as
+        r = cli(["put", "127.0.0.1", "-", "--port", port], impl_env)
+        assert r.returncode == 2 and "put from standard input needs REMOTE" in one_line_error(r)
+
+
 def test_netascii_get(root, tmp_path, impl_env):
     (root / "t.txt").write_bytes(b"a\nb\r\nc")
     with fastnet_server(str(root)) as server:

@@ -2,6 +2,7 @@
 
     python -m fastnet.tftp get HOST REMOTE [LOCAL]     download (the notes' TFTP client, fixed)
     python -m fastnet.tftp put HOST LOCAL [REMOTE]     upload
+    (LOCAL "-": standard output for get, standard input for put)
     python -m fastnet.tftp serve ROOT [--port 6969]    serve ROOT (read-only unless --write)
 """
 
@@ -35,9 +36,14 @@ This is the TFTP download client of the notes (section "TFTP"), rewritten so tha
   - an ERROR packet ends the download with its code and message and a non-zero exit status.
 It also negotiates blksize, windowsize and tsize (RFC 2347-2349, 7440) and survives block
 numbers rolling over past 65535.  The default port is 69, as in the notes.
+
+LOCAL "-" writes the file to standard output (the summary then goes to standard error); bytes
+already written there stay written if the transfer fails, which the exit status tells.
 """
 
-PUT_HELP = "Upload LOCAL to the TFTP server HOST as REMOTE (default: LOCAL's base name)."
+PUT_HELP = """Upload LOCAL to the TFTP server HOST as REMOTE (default: LOCAL's base name).
+LOCAL "-" reads standard input, and then REMOTE is required.
+"""
 
 SERVE_HELP = """\
 Serve the files under ROOT over TFTP (read-only unless --write).  Stops on SIGTERM or Ctrl-C,
@@ -73,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("local", nargs="?")
     _add_transfer_options(get)
 
-    put = sub.add_parser("put", help="upload a file", description=PUT_HELP)
+    put = sub.add_parser("put", help="upload a file", description=PUT_HELP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     put.add_argument("host")
     put.add_argument("local")
     put.add_argument("remote", nargs="?")
@@ -129,6 +136,16 @@ class _ProgressBar:
 
 
 def _transfer(args: argparse.Namespace) -> int:
+    local = args.local
+    summary_to = sys.stdout
+    if local == "-":  # the conventional name of the standard streams ("./-" for a file named -)
+        if args.command == "get":
+            sys.stdout.flush()
+            local, summary_to = sys.stdout.buffer, sys.stderr
+        elif args.remote is None:
+            raise ValueError("put from standard input needs REMOTE")
+        else:
+            local = sys.stdin.buffer
     bar = None
     if not args.quiet and sys.stderr.isatty():
         bar = _ProgressBar(sys.stderr)
@@ -143,10 +160,10 @@ def _transfer(args: argparse.Namespace) -> int:
     )
     try:
         if args.command == "get":
-            stats = client.download(args.host, args.remote, args.local, **kwargs)
+            stats = client.download(args.host, args.remote, local, **kwargs)
             verb, what = "received", args.remote
         else:
-            stats = client.upload(args.host, args.local, args.remote, **kwargs)
+            stats = client.upload(args.host, local, args.remote, **kwargs)
             verb, what = "sent", args.remote or os.path.basename(args.local)
     finally:
         if bar is not None:
@@ -156,6 +173,7 @@ def _transfer(args: argparse.Namespace) -> int:
         print(
             f"{verb} {what}: {stats.bytes} bytes in {stats.seconds:.3f} s ({_size(stats.rate)}/s), "
             f"{stats.retransmissions} retransmissions, options: {options}",
+            file=summary_to,
             flush=True,
         )
     client.wait_dallying()  # the final dally: here, where Ctrl-C is handled, not at interpreter exit
