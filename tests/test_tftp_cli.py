@@ -97,14 +97,18 @@ def test_failures_are_one_line_messages(root, tmp_path, impl_env):
         assert "No such file" in err
         err = one_line_error(cli(["get", "127.0.0.1", "x", "--port", port, "--blksize", "70000"], impl_env))
         assert "blksize" in err
-    silent = str(free_port(socket.SOCK_DGRAM))
-    err = one_line_error(cli(["get", "127.0.0.1", "x", str(tmp_path / "x"), "--port", silent, "--timeout", "0.05",
-                              "--retries", "2"], impl_env))
-    assert "no answer" in err
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:  # takes requests, never answers
+        mute.bind(("127.0.0.1", 0))
+        err = one_line_error(cli(["get", "127.0.0.1", "x", str(tmp_path / "x"), "--port", str(mute.getsockname()[1]),
+                                  "--timeout", "0.05", "--retries", "2"], impl_env))
+    assert "no answer from the server after 2 retries" in err
+    closed = str(free_port(socket.SOCK_DGRAM))  # nothing bound: the kernel refuses at once
+    err = one_line_error(cli(["get", "127.0.0.1", "x", str(tmp_path / "x"), "--port", closed], impl_env))
+    assert err.strip().endswith(f"get: no TFTP server at 127.0.0.1:{closed}: connection refused")
     err = one_line_error(cli(["get", "host.invalid", "x", str(tmp_path / "x")], impl_env))
     assert "resolve" in err
     # a local path that cannot be written: the message names it, not the temporary file beside it
-    err = one_line_error(cli(["get", "127.0.0.1", "x", str(tmp_path / "no-dir" / "x"), "--port", silent], impl_env))
+    err = one_line_error(cli(["get", "127.0.0.1", "x", str(tmp_path / "no-dir" / "x"), "--port", closed], impl_env))
     assert err.strip().endswith(f"get: No such file or directory: {tmp_path / 'no-dir' / 'x'}")
     assert (tmp_path / "keep").read_bytes() == b"keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "root"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import os
+import socket
 import stat
 
 import pytest
+from conftest import free_port, require_ipv6_loopback
 from tftp_helpers import LossyProxy, RawPeer, fastnet_server, fill, leftovers
 
-from fastnet.tftp import TftpProtocolError, TftpRemoteError, TftpTimeout, client, codec
+from fastnet.tftp import TftpProtocolError, TftpRefused, TftpRemoteError, TftpTimeout, client, codec
 
 
 @pytest.fixture
@@ -207,6 +209,47 @@ def test_client_checks_the_tid(tmp_path, pool):
         assert server.recv() == codec.Ack(2)
         stats = future.result(10)
     assert out.read_bytes() == b"a" * 512 + b"good" and stats.blocks == 2
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_a_port_where_nothing_listens_is_refused_at_once(tmp_path, host):
+    # the kernel answers ICMP port unreachable: that is the answer, not a reason to wait through
+    # every retry (a timeout of 5 s and one retry would take 15 s and raise TftpTimeout)
+    if ":" in host:
+        require_ipv6_loopback()
+    port = free_port(socket.SOCK_DGRAM, host)
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 700)
+    for call in (lambda: client.download(host, "f", str(tmp_path / "f"), port=port, timeout=5, retries=1),
+                 lambda: client.upload(host, str(src), "f", port=port, timeout=5, retries=1)):
+        with pytest.raises(TftpRefused) as info:
+            call()
+        assert isinstance(info.value, ConnectionRefusedError)
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        assert str(info.value) == f"no TFTP server at {shown}: connection refused"
+    assert sorted(os.listdir(tmp_path)) == ["src.bin"]
+
+
+@pytest.mark.parametrize("target", ["path", "object"])
+def test_a_stranger_whose_port_is_closed_does_not_end_the_transfer(tmp_path, pool, target):
+    # the client answers a stranger with ERROR 5; the stranger's port is closed by then, so an
+    # ICMP error comes back to the client's socket, which must not end the download
+    out = tmp_path / "f" if target == "path" else io.BytesIO()
+    with FakeServer() as server:
+        future = pool.submit(client.download, "127.0.0.1", "f", out if target == "object" else str(out),
+                             port=server.port, timeout=2, tsize=False)
+        server.request()
+        server.send(codec.encode_data(1, b"a" * 512))
+        assert server.recv() == codec.Ack(1)
+        for _ in range(3):
+            with RawPeer() as stranger:
+                stranger.sock.sendto(codec.encode_data(2, b"EVIL"), server.client)
+            # closed: the client's ERROR 5 meets a closed port
+        server.send(codec.encode_data(2, b"good"))
+        assert server.recv() == codec.Ack(2)
+        stats = future.result(10)
+    got = out.read_bytes() if target == "path" else out.getvalue()
+    assert got == b"a" * 512 + b"good" and stats.blocks == 2 and stats.retransmissions == 0
 
 
 def test_server_ignoring_options_means_512_byte_lockstep(tmp_path, pool):

@@ -15,7 +15,7 @@ __all__ = list(_CODEC_NAMES)
 def __getattr__(name: str):
     if name in _CODEC_NAMES:
         return getattr(codec, name)  # looked up each time: follows fastnet._compat.activate()
-    if name in ("TftpError", "TftpTimeout", "TftpRemoteError", "TftpProtocolError"):
+    if name in ("TftpError", "TftpTimeout", "TftpRefused", "TftpRemoteError", "TftpProtocolError"):
         from . import errors
 
         return getattr(errors, name)

@@ -25,6 +25,7 @@ file objects without a descriptor stay on the per-packet Python loop below.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import socket
@@ -34,6 +35,7 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Union
 
+from .._cli import format_address
 from . import codec, engine
 from ._transfer import (
     MAX_WINDOWSIZE,
@@ -45,7 +47,7 @@ from ._transfer import (
     parse_uint,
     temp_beside,
 )
-from .errors import TftpError, TftpProtocolError, TftpRemoteError, TftpTimeout
+from .errors import TftpError, TftpProtocolError, TftpRefused, TftpRemoteError, TftpTimeout
 
 __all__ = ["download", "upload", "wait_dallying", "TransferStats", "DEFAULT_PORT"]
 
@@ -58,6 +60,11 @@ LocalFile = Union[str, "os.PathLike[str]", BinaryIO]
 Progress = Callable[[TransferStats], Any]
 
 _timeval = struct.Struct("@ll")
+# ICMP errors on the socket's error queue (IP_RECVERR): (level, type) of the control message, and
+# the start of struct sock_extended_err, whose first field is the error number
+_RECVERR = ((socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)),
+            (socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25)))
+_sock_extended_err = struct.Struct("=IBBBBII")
 
 
 class _Channel:
@@ -78,6 +85,13 @@ class _Channel:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
         except OSError:  # pragma: no cover - a kernel that refuses: keep its default
             pass
+        # ICMP errors reach an unconnected socket only with IP_RECVERR: then a request to a port
+        # where nothing listens fails at once (icmp_error), not after every retry has timed out
+        level, option = _RECVERR[family == socket.AF_INET6]
+        try:
+            self.sock.setsockopt(level, option, 1)
+        except OSError:  # pragma: no cover - not Linux: timeouts only, as before
+            pass
         self.server = sockaddr
         self.server_ip = sockaddr[0]
         self.timeout = timeout
@@ -92,6 +106,27 @@ class _Channel:
         sec = int(seconds)
         usec = max(1, int((seconds - sec) * 1e6)) if sec == 0 else int((seconds - sec) * 1e6)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval.pack(sec, usec))
+
+    def icmp_error(self, requesting: bool) -> bool:
+        """After recvfrom() raised: read the ICMP errors queued on the socket; False if there were
+        none (the error was something else).  While *requesting* (no answer yet), a port
+        unreachable for the server's own address raises :class:`TftpRefused`; other errors (for
+        addresses we answered with ERROR 5, say) are dropped: the transfer goes on."""
+        queued = refused = False
+        while True:
+            try:
+                _, ancdata, _, addr = self.sock.recvmsg(1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            except OSError:
+                break
+            queued = True
+            for level, kind, data in ancdata:
+                if (level, kind) in _RECVERR and len(data) >= _sock_extended_err.size:
+                    code = _sock_extended_err.unpack_from(data)[0]
+                    if code == errno.ECONNREFUSED and addr is not None and addr[:2] == self.server[:2]:
+                        refused = True
+        if refused and requesting:
+            raise TftpRefused(f"no TFTP server at {format_address(self.server)}: connection refused")
+        return queued
 
     def rcvbuf(self) -> int:
         # Linux reports twice the usable size; the usable half is what matters here
@@ -469,6 +504,10 @@ def _receive(
             data, addr = recvfrom(bufsize)
         except (BlockingIOError, socket.timeout):
             pass
+        except OSError:
+            if not channel.icmp_error(peer is None):
+                raise
+            continue
         if data is None or addr != peer:
             if data is not None:
                 # a stray packet: the kernel's timeout restarts with every packet, so keep a
@@ -778,6 +817,10 @@ def _send(
             data, addr = recvfrom(1024)
         except (BlockingIOError, socket.timeout):
             pass
+        except OSError:
+            if not channel.icmp_error(peer is None):
+                raise
+            continue
         if data is None or addr != peer:
             if data is not None:
                 now = monotonic()  # a stray packet: see _receive

@@ -2,13 +2,14 @@
 
     TftpError                 base class: ``code`` (a TFTP error code or None) and ``message``
     ├── TftpTimeout           no answer after the last retry (also a ``TimeoutError``)
+    ├── TftpRefused           nothing listens at the server's port (also a ``ConnectionRefusedError``)
     ├── TftpRemoteError       the peer sent an ERROR packet: its code and message
     └── TftpProtocolError     the peer broke the protocol (bad OACK, malformed packet ...)
 """
 
 from __future__ import annotations
 
-__all__ = ["TftpError", "TftpTimeout", "TftpRemoteError", "TftpProtocolError"]
+__all__ = ["TftpError", "TftpTimeout", "TftpRefused", "TftpRemoteError", "TftpProtocolError"]
 
 _CODE_NAMES = {
     0: "not defined",
@@ -43,6 +44,10 @@ class TftpError(Exception):
 
 class TftpTimeout(TftpError, TimeoutError):
     """The peer stopped answering: every retry timed out."""
+
+
+class TftpRefused(TftpError, ConnectionRefusedError):
+    """The server's host answered the request with ICMP port unreachable: no TFTP server there."""
 
 
 class TftpRemoteError(TftpError):
