@@ -124,6 +124,15 @@ def bind(sock: socket.socket, address: tuple) -> None:
         raise OSError(exc.errno, f"cannot bind {format_address(address)}: {exc.strerror}") from None
 
 
+def connect(address: tuple, timeout: float | None) -> socket.socket:
+    """``socket.create_connection(address, timeout)``; a failure names the address:
+    ``cannot connect to 127.0.0.1:7788: Connection refused``."""
+    try:
+        return socket.create_connection(address, timeout=timeout)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot connect to {format_address(address)}: {exc.strerror or exc}") from None
+
+
 def port_number(text: str) -> int:
     """argparse type for a port: 0 to 65535."""
     try:

@@ -233,7 +233,7 @@ def cmd_nonblocking_client(args: argparse.Namespace) -> int:
     conns = []
     try:
         for i in range(args.connections):
-            conns.append(socket.create_connection(address, timeout=args.timeout))
+            conns.append(_cli.connect(address, args.timeout))
             _cli.emit(f"{i} connected")
         for round_no in range(args.rounds):
             for sock in conns:

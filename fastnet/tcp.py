@@ -51,7 +51,7 @@ def _accept(server: socket.socket, deadline: _cli.Deadline):
 
 
 def _connect(args: argparse.Namespace) -> socket.socket:
-    return socket.create_connection(_cli.connect_address(args), timeout=args.timeout)
+    return _cli.connect(_cli.connect_address(args), args.timeout)
 
 
 def cmd_server(args: argparse.Namespace) -> int:

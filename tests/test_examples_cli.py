@@ -71,3 +71,14 @@ def test_a_bad_address_is_a_one_line_error(impl_env):
         result = run_example(impl_env, "fastnet.tcp", "server", "--port", str(port))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [f"error: cannot bind 127.0.0.1:{port}: Address already in use"]
+
+
+@pytest.mark.parametrize("module,command", [("fastnet.tcp", "client"), ("fastnet.tcp", "chat-client"),
+                                            ("fastnet.servers", "nonblocking-client")])
+def test_a_client_that_cannot_connect_names_the_address(impl_env, module, command):
+    with socket.socket() as closed:  # bound, never listening: the kernel refuses a connection
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        result = run_example(impl_env, module, command, "--port", str(port), input=b"hello\n")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"error: cannot connect to 127.0.0.1:{port}: Connection refused"]
