@@ -116,12 +116,17 @@ def format_address(address) -> str:
     return f"{host}:{port}"
 
 
+def _naming(exc: OSError, doing: str, address: tuple) -> OSError:
+    """*exc* again (same class: PermissionError stays one), its message naming what was tried."""
+    return type(exc)(exc.errno, f"{doing} {format_address(address)}: {exc.strerror or exc}")
+
+
 def bind(sock: socket.socket, address: tuple) -> None:
     """``sock.bind(address)``; a refusal names the address: ``cannot bind 127.0.0.1:7788: Address already in use``."""
     try:
         sock.bind(address)
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot bind {format_address(address)}: {exc.strerror}") from None
+        raise _naming(exc, "cannot bind", address) from None
 
 
 def connect(address: tuple, timeout: float | None) -> socket.socket:
@@ -130,7 +135,7 @@ def connect(address: tuple, timeout: float | None) -> socket.socket:
     try:
         return socket.create_connection(address, timeout=timeout)
     except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot connect to {format_address(address)}: {exc.strerror or exc}") from None
+        raise _naming(exc, "cannot connect to", address) from None
 
 
 def port_number(text: str) -> int:
