@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <stdlib.h>
@@ -74,11 +75,79 @@ static int same_addr(const struct sockaddr_storage *a, socklen_t alen, const str
     return 0;
 }
 
-static void send_to(int sock, const void *p, size_t n, const struct sockaddr_storage *to, socklen_t tolen)
+/* Whether a call failed with an errno an ICMP error arrives as (the kernel's icmp_err_convert).
+ * With IP_RECVERR, the kernel reports an ICMP error as the failure of the next call on the socket,
+ * whichever it is; a send that fails so sent nothing and may go again.  The run reads the error
+ * queue before it goes on (peer_refused). */
+static int late_icmp(tftp_session *s, int err)
 {
-    while (sendto(sock, p, n, 0, (const struct sockaddr *)to, tolen) < 0 && errno == EINTR)
-        ;
-    /* other failures: the packet is lost, a timeout resends it */
+    switch (err) {
+    case ECONNREFUSED:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case EHOSTDOWN:
+    case ENONET:
+    case EPROTO:
+        s->icmp = 1;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Read the socket's queued ICMP errors: 1 when one is a port unreachable for the peer's address
+ * (the peer is gone), else 0 (errors for strangers we answered, or nothing queued). */
+static int peer_refused(tftp_session *s)
+{
+    int refused = 0;
+    s->icmp = 0;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage to;
+        union {
+            uint8_t buf[CMSG_SPACE(sizeof(struct sock_extended_err) + sizeof(struct sockaddr_in6)) + 64];
+            struct cmsghdr align;
+        } cm;
+        uint8_t byte;
+        struct iovec iov = {&byte, 1};
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_name = &to;
+        m.msg_namelen = sizeof to;
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = cm.buf;
+        m.msg_controllen = sizeof cm.buf;
+        if (recvmsg(s->sock, &m, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+            if (errno == EINTR)
+                continue;
+            break; /* EAGAIN: the queue is empty */
+        }
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c != NULL; c = CMSG_NXTHDR(&m, c)) {
+            if (!((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR) ||
+                  (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_RECVERR)) ||
+                c->cmsg_len < CMSG_LEN(sizeof(struct sock_extended_err)))
+                continue;
+            struct sock_extended_err e;
+            memcpy(&e, CMSG_DATA(c), sizeof e);
+            if (e.ee_errno == ECONNREFUSED && m.msg_namelen > 0 && same_addr(&to, m.msg_namelen, &s->peer))
+                refused = 1;
+        }
+    }
+    return refused;
+}
+
+static void send_to(tftp_session *s, const void *p, size_t n, const struct sockaddr_storage *to, socklen_t tolen)
+{
+    int again = 1;
+    while (sendto(s->sock, p, n, 0, (const struct sockaddr *)to, tolen) < 0) {
+        if (errno == EINTR)
+            continue;
+        if (again && late_icmp(s, errno)) { /* an earlier datagram's error: this one did not go */
+            again = 0;
+            continue;
+        }
+        break; /* other failures: the packet is lost, a timeout resends it */
+    }
 }
 
 /* Attach a UDP_SEGMENT control message (GSO segment size `seg`) to `m`, in `cbuf` (CMSG_SLOT bytes). */
@@ -98,7 +167,7 @@ static void send_ack(tftp_session *s, uint64_t block)
 {
     uint8_t ack[4];
     tftp_build_ack(ack, (uint16_t)(block & 0xFFFF));
-    send_to(s->sock, ack, 4, &s->peer, s->peer_len);
+    send_to(s, ack, 4, &s->peer, s->peer_len);
 }
 
 static void stray(tftp_session *s, const uint8_t *p, size_t n, const struct sockaddr_storage *from, socklen_t fromlen)
@@ -110,7 +179,7 @@ static void stray(tftp_session *s, const uint8_t *p, size_t n, const struct sock
     uint8_t out[5 + sizeof msg];
     tftp_str m = {(const uint8_t *)msg, sizeof msg - 1};
     size_t len = tftp_build_error(out, 5, m);
-    send_to(s->sock, out, len, from, fromlen);
+    send_to(s, out, len, from, fromlen);
 }
 
 static int stop(tftp_session *s, const uint8_t *p, size_t n)
@@ -142,7 +211,7 @@ static int other_packet(tftp_session *s, const uint8_t *p, size_t n)
         return -1;
     case TFTP_OACK:
         if (s->role == TFTP_ENGINE_RECEIVER && (s->flags & TFTP_ENGINE_FLAG_OACK_REACK) && s->base == 1 && s->first_len)
-            send_to(s->sock, s->first, s->first_len, &s->peer, s->peer_len); /* a repeated OACK */
+            send_to(s, s->first, s->first_len, &s->peer, s->peer_len); /* a repeated OACK */
         return -1;
     default:
         return -1;
@@ -416,8 +485,16 @@ static int send_spliced(tftp_session *s, size_t copied, size_t in_pipe, int *err
     set_udp_segment(&m, cm.buf, (uint16_t)(s->blksize + 4u));
     *taken = 0;
     ssize_t r;
-    while ((r = sendmsg(s->sock, &m, MSG_MORE)) < 0 && errno == EINTR)
-        ;
+    int again = 1;
+    while ((r = sendmsg(s->sock, &m, MSG_MORE)) < 0) {
+        if (errno == EINTR)
+            continue;
+        if (again && late_icmp(s, errno)) { /* an earlier datagram's error: nothing went */
+            again = 0;
+            continue;
+        }
+        break;
+    }
     if (r < 0) {
         *err = errno;
         return HEADER_REFUSED;
@@ -507,7 +584,7 @@ static int splice_block(tftp_session *s, uint64_t k, off_t off, size_t *plen)
     }
     *plen = have + got;
     if (!got) { /* all of it is in the head: an ordinary packet */
-        send_to(s->sock, h, 4 + have, &s->peer, s->peer_len);
+        send_to(s, h, 4 + have, &s->peer, s->peer_len);
         return SPLICE_SENT; /* (or lost, as in send_window: the peer's silence resends it) */
     }
     size_t taken;
@@ -534,6 +611,8 @@ static int splice_block(tftp_session *s, uint64_t k, off_t off, size_t *plen)
     if (taken)
         __atomic_store_n(&splice_16_pages, 0, __ATOMIC_RELAXED); /* a kernel that sends part of a splice */
     pipe_close(sc);
+    if (late_icmp(s, err))
+        return SPLICE_LOST; /* an earlier datagram's error, not a refusal of splice */
     if (fate == HEADER_REFUSED && err != EINVAL && err != EIO && err != ENOPROTOOPT)
         return SPLICE_LOST; /* a full socket buffer, say: the peer's silence resends it */
     return SPLICE_FAILED;
@@ -620,6 +699,7 @@ static int64_t send_window(tftp_session *s)
     }
     uint64_t sent = 0; /* packets sent */
     unsigned done = 0; /* packets handed to the kernel or given up */
+    int again = 1;     /* one more try after a late ICMP error */
     while (done < npk) {
         /* group the packets from `done` on into messages: GSO super-datagrams or single packets */
         unsigned nm = 0, p = done;
@@ -647,6 +727,10 @@ static int64_t send_window(tftp_session *s)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
                 break; /* the rest goes after a timeout or a gap */
+            if (again && late_icmp(s, errno)) { /* an earlier datagram's error: none of these went */
+                again = 0;
+                continue;
+            }
             if (sc->gso && sc->segs[0] > 1) {
                 sc->gso = 0; /* no UDP GSO here (old kernel, odd route): single packets from now on */
                 continue;
@@ -676,7 +760,7 @@ static int run_sender(tftp_session *s)
         s->buf_off = -1;
         if (oack) {
             if (!s->first_sent)
-                send_to(s->sock, s->first, s->first_len, &s->peer, s->peer_len);
+                send_to(s, s->first, s->first_len, &s->peer, s->peer_len);
             s->first_sent = 1;
         } else if (send_window(s) < 0) {
             return s->outcome = TFTP_ENGINE_IO_ERROR;
@@ -688,6 +772,8 @@ static int run_sender(tftp_session *s)
     for (;;) {
         if (s->cancel)
             return s->outcome = TFTP_ENGINE_CANCELLED;
+        if (s->icmp && peer_refused(s))
+            return s->outcome = TFTP_ENGINE_REFUSED;
         double t = now_s();
         if (s->report_interval > 0 && t >= s->next_report) {
             s->next_report = t + s->report_interval;
@@ -701,7 +787,7 @@ static int run_sender(tftp_session *s)
                 s->wait = s->timeout * s->max_backoff;
             if (s->first_len) {
                 s->retransmissions++;
-                send_to(s->sock, s->first, s->first_len, &s->peer, s->peer_len);
+                send_to(s, s->first, s->first_len, &s->peer, s->peer_len);
             } else {
                 if ((r = send_window(s)) < 0)
                     return s->outcome = TFTP_ENGINE_IO_ERROR;
@@ -714,8 +800,8 @@ static int run_sender(tftp_session *s)
         socklen_t fromlen = sizeof from;
         ssize_t n = recvfrom(s->sock, sc->rbuf, SENDER_RBUF, 0, (struct sockaddr *)&from, &fromlen);
         if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNREFUSED)
-                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || late_icmp(s, errno))
+                continue; /* an ICMP error: peer_refused() reads it next */
             s->error_errno = errno;
             return s->outcome = TFTP_ENGINE_SOCK_ERROR;
         }
@@ -861,7 +947,7 @@ static int run_receiver(tftp_session *s)
         s->started = 1;
         s->wait = s->timeout;
         if (!s->first_sent && s->first_len)
-            send_to(s->sock, s->first, s->first_len, &s->peer, s->peer_len);
+            send_to(s, s->first, s->first_len, &s->peer, s->peer_len);
         s->first_sent = 1;
         s->deadline = now_s() + s->wait;
     }
@@ -869,6 +955,8 @@ static int run_receiver(tftp_session *s)
     for (;;) {
         if (s->cancel)
             return s->outcome = TFTP_ENGINE_CANCELLED;
+        if (s->icmp && peer_refused(s))
+            return s->outcome = TFTP_ENGINE_REFUSED;
         double t = now_s();
         if (s->report_interval > 0 && t >= s->next_report) {
             s->next_report = t + s->report_interval;
@@ -885,7 +973,7 @@ static int run_receiver(tftp_session *s)
                 s->wait = s->timeout * s->max_backoff;
             s->retransmissions++;
             if (s->base == 1 && s->first_len)
-                send_to(s->sock, s->first, s->first_len, &s->peer, s->peer_len);
+                send_to(s, s->first, s->first_len, &s->peer, s->peer_len);
             else
                 send_ack(s, s->base - 1);
             s->in_window = 0;
@@ -906,8 +994,8 @@ static int run_receiver(tftp_session *s)
         }
         int got = recvmmsg(s->sock, sc->msgs, nslots, MSG_WAITFORONE, NULL);
         if (got < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNREFUSED)
-                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || late_icmp(s, errno))
+                continue; /* an ICMP error: peer_refused() reads it next */
             s->error_errno = errno;
             return s->outcome = TFTP_ENGINE_SOCK_ERROR;
         }

@@ -19,6 +19,11 @@
  * The run returns early (TFTP_ENGINE_PROGRESS) every `report_interval` seconds when that is
  * positive, and TFTP_ENGINE_CANCELLED soon (within `slice`) after `cancel` becomes non-zero;
  * calling tftp_session_run() again resumes the transfer.
+ *
+ * With IP_RECVERR (IPV6_RECVERR) on the socket, the kernel reports ICMP errors to it: a port
+ * unreachable for the peer's address ends the run with TFTP_ENGINE_REFUSED (the peer is gone:
+ * no need to wait out the retries); errors for other addresses (strangers that got ERROR 5) are
+ * read and ignored.  Without it, a peer that is gone is a timeout.
  */
 #ifndef FASTNET_TFTP_ENGINE_H
 #define FASTNET_TFTP_ENGINE_H
@@ -44,6 +49,7 @@ enum tftp_engine_outcome {
     TFTP_ENGINE_CANCELLED = 4,   /* `cancel` was set */
     TFTP_ENGINE_SOCK_ERROR = 5,  /* receiving failed for another reason than a timeout: error_errno */
     TFTP_ENGINE_PROGRESS = 6,    /* report_interval elapsed: call again to go on */
+    TFTP_ENGINE_REFUSED = 7,     /* the peer's port is closed: an ICMP port unreachable named it */
 };
 
 enum {
@@ -94,6 +100,7 @@ typedef struct tftp_session {
     int gap_acked;
     uint32_t in_window;
     int tries;
+    int icmp;                /* a call failed on an ICMP error: read the error queue */
     double wait;
     double deadline;
     double next_report;

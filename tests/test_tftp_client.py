@@ -252,6 +252,36 @@ def test_a_stranger_whose_port_is_closed_does_not_end_the_transfer(tmp_path, poo
     assert got == b"a" * 512 + b"good" and stats.blocks == 2 and stats.retransmissions == 0
 
 
+@pytest.mark.parametrize("target", ["path", "object"])
+@pytest.mark.parametrize("direction", ["download", "upload"])
+def test_a_server_that_goes_away_mid_transfer_fails_it_at_once(tmp_path, pool, direction, target):
+    # the server's transfer port closes after the first block (the server was killed, say): the
+    # client's next packet draws a port unreachable, and the transfer fails then -- not after
+    # every retry (timeout 1 s, 5 retries: about 30 s, then TftpTimeout)
+    out = tmp_path / "f"
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"u" * 5000)
+    with FakeServer() as server:
+        if direction == "download":
+            local = str(out) if target == "path" else io.BytesIO()
+            future = pool.submit(client.download, "127.0.0.1", "f", local, port=server.port, tsize=False)
+            server.request()
+            server.send(codec.encode_data(1, b"d" * 512))
+            assert server.recv() == codec.Ack(1)
+        else:
+            local = str(src) if target == "path" else io.BytesIO(src.read_bytes())
+            future = pool.submit(client.upload, "127.0.0.1", local, "f", port=server.port, tsize=False)
+            server.request()
+            server.send(codec.encode_ack(0))
+            assert server.recv().block == 1
+        tid = server.tid.sock.getsockname()[1]
+        server.tid.sock.close()
+        with pytest.raises(TftpRefused) as info:
+            future.result(10)
+    assert str(info.value) == f"the TFTP server at 127.0.0.1:{tid} went away mid-transfer: connection refused"
+    assert sorted(os.listdir(tmp_path)) == ["src.bin"]  # no partial download
+
+
 def test_server_ignoring_options_means_512_byte_lockstep(tmp_path, pool):
     out = tmp_path / "f"
     with FakeServer() as server:

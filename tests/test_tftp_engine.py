@@ -14,6 +14,7 @@ import pytest
 from conftest import build_sanitized, require_tool, sanitized_env
 from tftp_helpers import RawPeer, fastnet_server, fill
 
+from fastnet import _recverr
 from fastnet.tftp import client, codec, engine
 
 
@@ -120,6 +121,55 @@ def test_receiver_answers_a_stranger_with_error_5_and_goes_on(pair, tmp_path):
         assert codec.decode(a.recvfrom(100)[0]) == codec.Ack(1)
     assert type(reply) is codec.Error and reply.code == 5
     assert (tmp_path / "dst.bin").read_bytes() == b"y" * 10
+
+
+@pytest.mark.parametrize("role", [engine.SENDER, engine.RECEIVER])
+def test_a_peer_that_goes_away_ends_the_run_as_refused(pair, tmp_path, role):
+    # With IP_RECVERR on the socket, the engine's next packet to a closed port draws a port
+    # unreachable: REFUSED after one timeout, where its retries would take about 9 s (TIMEOUT)
+    a, b = pair  # a: the engine, b: its peer
+    _recverr.enable(a)
+    b.settimeout(5)
+    with open(tmp_path / "f.bin", "w+b") as f:
+        f.write(b"s" * 512 * 4)
+        f.flush()
+        first = None if role == engine.SENDER else codec.encode_ack(0)
+        session = engine.Session(role, a, f.fileno(), b.getsockname(), blksize=512, windowsize=1, timeout=0.3,
+                                 retries=5, first=first, ack_last=True)
+        future = _run_in_thread(session)
+        if role == engine.SENDER:
+            assert codec.decode(b.recvfrom(600)[0]).block == 1
+        else:
+            assert codec.decode(b.recvfrom(600)[0]) == codec.Ack(0)
+            b.sendto(codec.encode_data(1, b"r" * 512), a.getsockname())
+            assert codec.decode(b.recvfrom(600)[0]) == codec.Ack(1)
+        b.close()
+        assert future.result(30) == engine.REFUSED
+        session.close()
+    assert session.retransmissions == 1  # the one that met the closed port
+    assert session.blocks == (0 if role == engine.SENDER else 1)
+
+
+def test_a_strangers_closed_port_does_not_end_the_run(pair, tmp_path):
+    # the stranger's ERROR 5 draws a port unreachable for the stranger's address, not the peer's
+    a, b = pair
+    _recverr.enable(b)
+    with open(tmp_path / "dst.bin", "wb") as dst:
+        receiver = engine.Session(engine.RECEIVER, b, dst.fileno(), a.getsockname(), blksize=512, windowsize=1,
+                                  timeout=5.0, retries=3, first=codec.encode_ack(0), ack_last=True)
+        future = _run_in_thread(receiver)
+        a.settimeout(5)
+        assert codec.decode(a.recvfrom(100)[0]) == codec.Ack(0)
+        for block, payload in ((1, b"y" * 512), (2, b"z" * 10)):
+            for _ in range(3):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+                    stranger.bind(("127.0.0.1", 0))
+                    stranger.sendto(codec.encode_data(1, b"x" * 512), b.getsockname())
+            a.sendto(codec.encode_data(block, payload), b.getsockname())
+            assert codec.decode(a.recvfrom(100)[0]) == codec.Ack(block)  # (a lost ACK: 5 s, socket.timeout)
+        assert future.result(30) == engine.DONE
+    assert (tmp_path / "dst.bin").read_bytes() == b"y" * 512 + b"z" * 10
+    assert receiver.retransmissions == 0
 
 
 def test_cancel_ends_a_waiting_run(pair, tmp_path):

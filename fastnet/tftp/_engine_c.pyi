@@ -1,7 +1,7 @@
 import socket
 
 __all__ = ["Session", "SENDER", "RECEIVER", "DONE", "TIMEOUT", "STOP", "IO_ERROR", "CANCELLED", "SOCK_ERROR",
-           "PROGRESS", "FIRST_MAX"]
+           "PROGRESS", "REFUSED", "FIRST_MAX"]
 
 SENDER: str
 RECEIVER: str
@@ -12,6 +12,7 @@ IO_ERROR: int
 CANCELLED: int
 SOCK_ERROR: int
 PROGRESS: int
+REFUSED: int
 FIRST_MAX: int
 
 class Session:

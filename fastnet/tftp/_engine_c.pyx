@@ -24,6 +24,7 @@ __all__ = [
     "CANCELLED",
     "SOCK_ERROR",
     "PROGRESS",
+    "REFUSED",
     "FIRST_MAX",
 ]
 
@@ -36,6 +37,7 @@ IO_ERROR = TFTP_ENGINE_IO_ERROR
 CANCELLED = TFTP_ENGINE_CANCELLED
 SOCK_ERROR = TFTP_ENGINE_SOCK_ERROR
 PROGRESS = TFTP_ENGINE_PROGRESS
+REFUSED = TFTP_ENGINE_REFUSED
 FIRST_MAX = TFTP_ENGINE_FIRST_MAX
 
 
@@ -72,7 +74,8 @@ cdef class Session:
     out at once); for a receiver, the packet re-sent on timeout before block 1 arrives (OACK or
     ACK 0).  *first_sent*: the caller already sent it.  *file_start*: the sender's file offset
     of block 1; *start_block*: the first block to send / expect.  *strict*: an RRQ/WRQ from the peer ends the run (STOP) instead of being ignored.
-    *ack_last*: a receiver sends the final ACK itself.  *oack_reack*: a receiver answers a
+    With ``IP_RECVERR`` on *sock*, a port unreachable for *peer* ends the run with REFUSED
+    (``fastnet._recverr`` explains the kernel's side).  *ack_last*: a receiver sends the final ACK itself.  *oack_reack*: a receiver answers a
     repeated OACK before block 1 with *first*.  *report_interval* > 0: :meth:`run` returns
     PROGRESS that often.  *zero_copy* (a windowed sender of blocks of 32768 bytes or more from a regular
     file): the blocks go from the page cache to the socket by ``splice()``; False reads them with

@@ -11,6 +11,8 @@ import os
 import socket
 import time
 
+from .. import _recverr
+
 __all__ = [
     "Session",
     "SENDER",
@@ -22,6 +24,7 @@ __all__ = [
     "CANCELLED",
     "SOCK_ERROR",
     "PROGRESS",
+    "REFUSED",
     "FIRST_MAX",
 ]
 
@@ -35,6 +38,7 @@ IO_ERROR = 3
 CANCELLED = 4
 SOCK_ERROR = 5
 PROGRESS = 6
+REFUSED = 7
 FIRST_MAX = 2048
 
 _READ_AHEAD = 256 * 1024
@@ -110,6 +114,7 @@ class Session:
         self._gap_acked = False
         self._in_window = 0
         self._tries = 0
+        self._icmp = False  # a call failed on an ICMP error: read the error queue
         self._wait = self._timeout
         self._deadline = 0.0
         self._next_report = 0.0
@@ -146,11 +151,29 @@ class Session:
 
     # -- plumbing
 
+    def _late_icmp(self, exc: OSError) -> bool:
+        """Whether *exc* reports an ICMP error (for an earlier datagram: see ``fastnet._recverr``);
+        the run then reads the error queue before it goes on."""
+        if exc.errno in _recverr.LATE_ERRNOS:
+            self._icmp = True
+            return True
+        return False
+
+    def _peer_refused(self) -> bool:
+        self._icmp = False
+        return _recverr.refused_by(_recverr.drain(self._sock), self._peer)
+
     def _send(self, packet: bytes, addr: tuple | None = None) -> None:
+        to = self._peer if addr is None else addr
         try:
-            self._sock.sendto(packet, self._peer if addr is None else addr)
-        except OSError:
-            pass  # lost: a timeout resends it
+            self._sock.sendto(packet, to)
+        except OSError as exc:
+            if self._late_icmp(exc):  # an earlier datagram's error: this one did not go
+                try:
+                    self._sock.sendto(packet, to)
+                except OSError:
+                    pass
+            # other failures: lost, a timeout resends it
 
     def _ack(self, block: int) -> None:
         self._send(b"\x00\x04" + (block & 0xFFFF).to_bytes(2, "big"))
@@ -190,8 +213,12 @@ class Session:
     def _recv(self, size: int) -> tuple[bytes, tuple] | None:
         try:
             return self._sock.recvfrom(size)
-        except (socket.timeout, BlockingIOError, InterruptedError, ConnectionRefusedError):
+        except (socket.timeout, BlockingIOError, InterruptedError):
             return None
+        except OSError as exc:
+            if self._late_icmp(exc):
+                return None  # read by _peer_refused() next
+            raise
 
     def run(self) -> int:
         if self._closed:
@@ -253,15 +280,22 @@ class Session:
         sent = 0
         k = base
         rel = start - self._buf_off
+        again = True  # one more try after a late ICMP error
         for k in range(base, base + self._window):
             lo = rel + (k - base) * bs
             payload = buf[lo : lo + bs]
+            packet = b"\x00\x03" + (k & 0xFFFF).to_bytes(2, "big") + payload
             try:
-                sock.sendto(b"\x00\x03" + (k & 0xFFFF).to_bytes(2, "big") + payload, peer)
+                sock.sendto(packet, peer)
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:
-                pass
+            except OSError as exc:
+                if again and self._late_icmp(exc):
+                    again = False
+                    try:
+                        sock.sendto(packet, peer)
+                    except OSError:
+                        pass
             sent += 1
             if len(payload) < bs:
                 self._last = k
@@ -287,6 +321,9 @@ class Session:
                 due = self._due(t)
                 if due is not None:
                     return due
+                if self._icmp and self._peer_refused():
+                    self.outcome = REFUSED
+                    return REFUSED
                 if t >= self._deadline:
                     if not self._backoff():
                         self.outcome = TIMEOUT
@@ -383,6 +420,11 @@ class Session:
             due = self._due(t)
             if due is not None:
                 return due
+            if self._icmp and self._peer_refused():
+                if not self._flush():
+                    return IO_ERROR
+                self.outcome = REFUSED
+                return REFUSED
             if t >= self._deadline:
                 if not self._backoff():
                     if not self._flush():

@@ -25,7 +25,6 @@ file objects without a descriptor stay on the per-packet Python loop below.
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import socket
@@ -35,6 +34,7 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Union
 
+from .. import _recverr
 from .._cli import format_address
 from . import codec, engine
 from ._transfer import (
@@ -60,11 +60,6 @@ LocalFile = Union[str, "os.PathLike[str]", BinaryIO]
 Progress = Callable[[TransferStats], Any]
 
 _timeval = struct.Struct("@ll")
-# ICMP errors on the socket's error queue (IP_RECVERR): (level, type) of the control message, and
-# the start of struct sock_extended_err, whose first field is the error number
-_RECVERR = ((socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)),
-            (socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25)))
-_sock_extended_err = struct.Struct("=IBBBBII")
 
 
 class _Channel:
@@ -85,15 +80,13 @@ class _Channel:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
         except OSError:  # pragma: no cover - a kernel that refuses: keep its default
             pass
-        # ICMP errors reach an unconnected socket only with IP_RECVERR: then a request to a port
-        # where nothing listens fails at once (icmp_error), not after every retry has timed out
-        level, option = _RECVERR[family == socket.AF_INET6]
-        try:
-            self.sock.setsockopt(level, option, 1)
-        except OSError:  # pragma: no cover - not Linux: timeouts only, as before
-            pass
+        # ICMP errors reach an unconnected socket only with IP_RECVERR: then a server that is
+        # not there, or goes away, fails the transfer at once (icmp_error), not after every
+        # retry has timed out
+        _recverr.enable(self.sock)
         self.server = sockaddr
         self.server_ip = sockaddr[0]
+        self.peer: tuple | None = None  # the server's transfer ID, once it answered
         self.timeout = timeout
         self.retries = retries
         self._current: float | None = None
@@ -107,26 +100,31 @@ class _Channel:
         usec = max(1, int((seconds - sec) * 1e6)) if sec == 0 else int((seconds - sec) * 1e6)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval.pack(sec, usec))
 
-    def icmp_error(self, requesting: bool) -> bool:
-        """After recvfrom() raised: read the ICMP errors queued on the socket; False if there were
-        none (the error was something else).  While *requesting* (no answer yet), a port
-        unreachable for the server's own address raises :class:`TftpRefused`; other errors (for
-        addresses we answered with ERROR 5, say) are dropped: the transfer goes on."""
-        queued = refused = False
-        while True:
-            try:
-                _, ancdata, _, addr = self.sock.recvmsg(1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
-            except OSError:
-                break
-            queued = True
-            for level, kind, data in ancdata:
-                if (level, kind) in _RECVERR and len(data) >= _sock_extended_err.size:
-                    code = _sock_extended_err.unpack_from(data)[0]
-                    if code == errno.ECONNREFUSED and addr is not None and addr[:2] == self.server[:2]:
-                        refused = True
-        if refused and requesting:
-            raise TftpRefused(f"no TFTP server at {format_address(self.server)}: connection refused")
-        return queued
+    def sendto(self, data: bytes, addr: tuple) -> None:
+        """Send one datagram.  A failure that reports an earlier datagram's ICMP error (see
+        :meth:`icmp_error`) sent nothing: the error is read and the datagram goes again."""
+        try:
+            self.sock.sendto(data, addr)
+        except OSError as exc:
+            if exc.errno not in _recverr.LATE_ERRNOS:
+                raise
+            self.icmp_error()
+            self.sock.sendto(data, addr)
+
+    def icmp_error(self) -> bool:
+        """After a call on the socket failed: read the ICMP errors queued on it; False if there
+        were none (the failure was something else).  A port unreachable for the server raises
+        :class:`TftpRefused`: for its request port until it answered, then for its transfer ID
+        (:attr:`peer`).  Errors for other addresses (strangers we answered with ERROR 5) are
+        dropped: the transfer goes on."""
+        errors = _recverr.drain(self.sock)
+        peer = self.peer
+        if peer is None:
+            if _recverr.refused_by(errors, self.server):
+                raise TftpRefused(f"no TFTP server at {format_address(self.server)}: connection refused")
+        elif _recverr.refused_by(errors, peer):
+            raise TftpRefused(_gone(peer))
+        return bool(errors)
 
     def rcvbuf(self) -> int:
         # Linux reports twice the usable size; the usable half is what matters here
@@ -186,6 +184,10 @@ def _accept_oack(sent: dict[str, int], oack: dict[str, str], stats: TransferStat
                 raise TftpProtocolError(f"server changed tsize to {value}", 8)
         accepted[name] = value
     stats.options = accepted
+
+
+def _gone(peer: tuple) -> str:
+    return f"the TFTP server at {format_address(peer)} went away mid-transfer: connection refused"
 
 
 def _same_peer(addr: tuple, peer: tuple) -> bool:
@@ -386,6 +388,8 @@ def _engine_run(eng: Any, stats: TransferStats, progress: Progress | None, repor
 
 def _engine_failed(eng: Any, outcome: int, sock: socket.socket, peer: tuple, retries: int) -> BaseException:
     """The exception for an engine run that did not end in DONE (an ERROR is sent when due)."""
+    if outcome == engine.REFUSED:
+        return TftpRefused(_gone(peer))  # no ERROR: nothing listens there any more
     if outcome == engine.TIMEOUT:
         _send_error(sock, peer, 0, "timed out")
         return TftpTimeout(f"transfer stalled at block {eng.next_block} after {retries} retries")
@@ -469,7 +473,7 @@ def _receive(
     """
     sock = channel.sock
     recvfrom = sock.recvfrom
-    sendto = sock.sendto
+    sendto = channel.sendto
     decode = codec.decode
     Data, Ack, Error, OptionAck = codec.Data, codec.Ack, codec.Error, codec.OptionAck
     DecodeError = codec.DecodeError
@@ -505,7 +509,7 @@ def _receive(
         except (BlockingIOError, socket.timeout):
             pass
         except OSError:
-            if not channel.icmp_error(peer is None):
+            if not channel.icmp_error():
                 raise
             continue
         if data is None or addr != peer:
@@ -534,7 +538,7 @@ def _receive(
                 if data is None:
                     continue
             if peer is None and addr[0] == server_ip:
-                peer = dest = addr
+                peer = dest = channel.peer = addr
             else:
                 if len(data) < 2 or data[1] != 5:
                     _send_error(sock, addr, 5, "unknown transfer ID")
@@ -764,7 +768,7 @@ def _send(
     """The sending side of a WRQ."""
     sock = channel.sock
     recvfrom = sock.recvfrom
-    sendto = sock.sendto
+    sendto = channel.sendto
     decode = codec.decode
     Ack, Error, OptionAck = codec.Ack, codec.Error, codec.OptionAck
     DecodeError = codec.DecodeError
@@ -818,7 +822,7 @@ def _send(
         except (BlockingIOError, socket.timeout):
             pass
         except OSError:
-            if not channel.icmp_error(peer is None):
+            if not channel.icmp_error():
                 raise
             continue
         if data is None or addr != peer:
@@ -844,7 +848,7 @@ def _send(
                 if data is None:
                     continue
             if peer is None and addr[0] == server_ip:
-                peer = dest = addr
+                peer = dest = channel.peer = addr
             else:
                 if len(data) < 2 or data[1] != 5:
                     _send_error(sock, addr, 5, "unknown transfer ID")

@@ -31,6 +31,7 @@ __all__ = [
     "CANCELLED",
     "SOCK_ERROR",
     "PROGRESS",
+    "REFUSED",
     "FIRST_MAX",
 ]
 
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
         IO_ERROR,
         PROGRESS,
         RECEIVER,
+        REFUSED,
         SENDER,
         SOCK_ERROR,
         STOP,

@@ -18,7 +18,11 @@
  *            socket error, and a receiver's file must hold exactly the bytes it counted.
  *
  * Every round starts with a stranger (another port) sending a packet: it must get ERROR 5 and the
- * transfer must go on.  One round moves more than 65535 blocks (block numbers roll over).
+ * transfer must go on.  In half the rounds the engine's socket reports ICMP errors (IP_RECVERR) and
+ * a second stranger closes its port at once, so that its ERROR 5 draws a port unreachable: the
+ * transfer must go on as well.  One round moves more than 65535 blocks (block numbers roll over).
+ * Two more rounds, one per role, close the peer's port in mid-transfer: the engine must end
+ * REFUSED, long before its retries would have run out.
  * Every loop is bounded: a round that has not ended after its budget is cancelled, and a round
  * that needs the cancel in honest mode is a failure.
  */
@@ -104,6 +108,14 @@ static int udp_socket(struct sockaddr_in *addr)
     socklen_t len = sizeof *addr;
     getsockname(fd, (struct sockaddr *)addr, &len);
     return fd;
+}
+
+/* Have the kernel report ICMP errors to the (unconnected) socket. */
+static void set_recverr(int fd)
+{
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof one) < 0)
+        die("setsockopt IP_RECVERR");
 }
 
 /* Receive one datagram within `timeout` seconds: its length, or -1 on timeout. */
@@ -394,8 +406,9 @@ static void peer_send(peer_t *p, engine_t *e, double budget)
 
 static const char *outcome_name(int o)
 {
-    static const char *names[] = {"DONE", "TIMEOUT", "STOP", "IO_ERROR", "CANCELLED", "SOCK_ERROR", "PROGRESS"};
-    return o >= 0 && o <= 6 ? names[o] : "?";
+    static const char *names[] = {"DONE", "TIMEOUT", "STOP", "IO_ERROR", "CANCELLED", "SOCK_ERROR", "PROGRESS",
+                                  "REFUSED"};
+    return o >= 0 && o <= 7 ? names[o] : "?";
 }
 
 static uint32_t pick_blksize(void)
@@ -457,6 +470,9 @@ static void one_round(int hostile, int rollover)
     int esock = udp_socket(&engine_addr);
     int stranger = udp_socket(&stranger_addr);
     p->to = engine_addr;
+    const int recverr = chance(50);
+    if (recverr)
+        set_recverr(esock);
 
     tftp_session *s = &e->s;
     s->role = sender ? TFTP_ENGINE_SENDER : TFTP_ENGINE_RECEIVER;
@@ -501,6 +517,13 @@ static void one_round(int hostile, int rollover)
         ssize_t n = recv_within(stranger, reply, sizeof reply, 2.0);
         CHECK((n >= 5 && reply[1] == TFTP_ERROR && reply[3] == 5) || (n < 0 && atomic_load(&e->finished)),
               "stranger got %zd bytes, not ERROR 5", n);
+    }
+    if (recverr) { /* ... and one that is gone before its ERROR 5 arrives: a port unreachable */
+        struct sockaddr_in gone_addr;
+        int gone = udp_socket(&gone_addr);
+        uint8_t junk[4] = {0, TFTP_ACK, 0, 1};
+        send_raw(gone, &engine_addr, junk, 4);
+        close(gone);
     }
 
     const double budget = rollover ? 60.0 : hostile ? 0.3 + below(300) / 1000.0 : 20.0;
@@ -560,6 +583,78 @@ static void one_round(int hostile, int rollover)
     free(e);
 }
 
+/* The peer goes away in mid-transfer (its port closes): with IP_RECVERR the engine's next packet
+ * to it draws a port unreachable, and the run must end REFUSED at once; its retries would take
+ * seconds more. */
+static void peer_gone_round(int sender)
+{
+    engine_t *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        die("calloc");
+    struct sockaddr_in peer_addr, engine_addr;
+    int peer = udp_socket(&peer_addr);
+    int esock = udp_socket(&engine_addr);
+    set_recverr(esock);
+    char path[4096];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/fastnet-engine-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0)
+        die("mkstemp");
+    unlink(path);
+    static uint8_t block[512 * 8];
+    memset(block, 'g', sizeof block);
+    if (sender && write(fd, block, sizeof block) != (ssize_t)sizeof block)
+        die("write");
+
+    tftp_session *s = &e->s;
+    s->role = sender ? TFTP_ENGINE_SENDER : TFTP_ENGINE_RECEIVER;
+    s->flags = sender ? 0 : TFTP_ENGINE_FLAG_ACK_LAST;
+    s->sock = esock;
+    s->fd = fd;
+    memcpy(&s->peer, &peer_addr, sizeof peer_addr);
+    s->peer_len = sizeof peer_addr;
+    s->blksize = 512;
+    s->window = 1;
+    s->timeout = 0.05;
+    s->max_backoff = 4;
+    s->retries = 40; /* a timeout: about 8 s */
+    if (!sender) {
+        tftp_build_ack(s->first, 0);
+        s->first_len = 4;
+    }
+    if (tftp_session_init(s) < 0)
+        die("tftp_session_init");
+    double t0 = now_s();
+    pthread_t th;
+    if (pthread_create(&th, NULL, engine_main, e) != 0)
+        die("pthread_create");
+    uint8_t buf[600];
+    ssize_t n = recv_within(peer, buf, sizeof buf, 2.0); /* DATA 1, or ACK 0 */
+    CHECK(n == (sender ? 516 : 4), "the peer got %zd bytes first", n);
+    if (!sender) { /* one full block: the engine ACKs it, and waits for the next */
+        uint8_t data[516] = {0, TFTP_DATA, 0, 1};
+        memcpy(data + 4, block, 512);
+        send_raw(peer, &engine_addr, data, sizeof data);
+        n = recv_within(peer, buf, sizeof buf, 2.0);
+        CHECK(n == 4 && buf[1] == TFTP_ACK && buf[3] == 1, "the peer got %zd bytes, not ACK 1", n);
+    }
+    close(peer);
+    for (int i = 0; i < 500 && !atomic_load(&e->finished); i++)
+        usleep(10000); /* at most 5 s */
+    s->cancel = 1;
+    pthread_join(th, NULL);
+    double took = now_s() - t0;
+    CHECK(s->outcome == TFTP_ENGINE_REFUSED, "peer gone, engine %s: outcome %s", sender ? "sends" : "receives",
+          outcome_name(s->outcome));
+    CHECK(took < 2.0, "the engine took %.2f s to notice", took);
+    CHECK(s->blocks == (sender ? 0u : 1u), "blocks %llu", (unsigned long long)s->blocks);
+    tftp_session_free(s);
+    close(fd);
+    close(esock);
+    free(e);
+}
+
 int main(int argc, char **argv)
 {
     int rounds = argc > 1 ? atoi(argv[1]) : 200;
@@ -572,10 +667,15 @@ int main(int argc, char **argv)
     one_round(0, 1); /* more than 65535 blocks each way: the block number rolls over */
     round_no = rounds + 1;
     one_round(0, 2);
+    round_no = rounds + 2;
+    peer_gone_round(1);
+    round_no = rounds + 3;
+    peer_gone_round(0);
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
     }
-    printf("ok: tftp engine, %d rounds against a lossy or a hostile peer, and a rollover each way\n", rounds);
+    printf("ok: tftp engine, %d rounds against a lossy or a hostile peer, a rollover each way, and a peer "
+           "that goes away\n", rounds);
     return 0;
 }
