@@ -349,6 +349,34 @@ def test_stranger_gets_error_5_and_the_transfer_goes_on(root):
     assert got == data
 
 
+@pytest.mark.parametrize("mode", ["octet", "netascii"])
+@pytest.mark.parametrize("direction", ["read", "write"])
+def test_a_client_that_goes_away_ends_its_session_at_once(root, caplog, direction, mode):
+    # the client's port closes mid-transfer (it was killed, say): the server's next packet to it
+    # draws a port unreachable, and the session ends there -- not after its retries (timeout 1 s,
+    # 5 retries: about 30 s), holding a session slot and, for an upload, a temporary file
+    caplog.set_level(logging.INFO, logger="fastnet.tftp.access")
+    fill(str(root / "f.bin"), 512 * 4)
+    with fastnet_server(str(root), allow_write=True, timeout=1.0, retries=5) as server:
+        with RawPeer() as peer:
+            if direction == "read":
+                peer.send(codec.encode_rrq("f.bin", mode), server.port)
+                assert peer.recv()[0].block == 1
+            else:
+                peer.send(codec.encode_wrq("up.bin", mode), server.port)
+                ack, tid = peer.recv()
+                assert ack == codec.Ack(0)
+                peer.send(codec.encode_data(1, b"w" * 512), tid)
+                assert peer.recv()[0] == codec.Ack(1)
+        gone = time.monotonic()
+        while server.sessions and time.monotonic() - gone < 10:
+            time.sleep(0.02)
+        assert server.sessions == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
+    assert len(lines) == 1 and lines[0].endswith("outcome=client gone: connection refused"), lines
+    assert leftovers(str(root)) == [] and not (root / "up.bin").exists()
+
+
 def test_malformed_datagrams_get_error_4_and_do_not_disturb_the_server(root):
     data = fill(str(root / "f.bin"), 2000)
     junk = [b"", b"\x00", b"\x00\x01no-terminator", b"\x00\x09abc\x00", b"\xff" * 600, b"\x00\x01f.bin\x00\x00"]

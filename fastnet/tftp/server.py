@@ -48,6 +48,7 @@ import stat
 import threading
 from typing import Any
 
+from .. import _recverr
 from .._cli import bind, format_address
 from . import codec, engine
 from ._transfer import MAX_WINDOWSIZE, BlockSink, BlockSource, TransferStats, free_space, parse_uint, temp_beside
@@ -62,6 +63,7 @@ TEMP_PREFIX = ".fastnet-tftp-"
 TEMP_SUFFIX = ".part"
 _MAX_BACKOFF = 8.0
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_GONE = "client gone: connection refused"
 
 
 def _dally_seconds(timeout: float) -> float:
@@ -162,7 +164,52 @@ def _negotiate(
     return accepted, blksize, window, timeout
 
 
-class _Session(asyncio.DatagramProtocol):
+class _PeerWatch:
+    """A session's ear for ICMP errors on its socket (``IP_RECVERR``, see ``fastnet._recverr``):
+    a port unreachable for the client means it is gone (killed, or its socket closed), so the
+    session ends at once instead of retransmitting into nothing until its retries run out."""
+
+    _loop: Any
+    _sock: socket.socket
+    _peer: tuple
+    done: bool
+    dallying: bool
+
+    def _late_icmp(self, exc: OSError) -> bool:
+        """Whether *exc*, from a call on the socket, reports an ICMP error (one the kernel queued
+        for an earlier datagram); the queue is then read soon (:meth:`_read_icmp`)."""
+        if exc.errno not in _recverr.LATE_ERRNOS:
+            return False
+        self._loop.call_soon(self._read_icmp)
+        return True
+
+    def _send_failed(self, exc: OSError, packet: bytes) -> None:
+        """Sending *packet* to the peer failed with *exc*: when that reported an earlier
+        datagram's ICMP error, this one did not go, and goes again."""
+        if self._late_icmp(exc):
+            try:
+                self._sock.sendto(packet, self._peer)
+                return
+            except OSError as again:
+                exc = again
+        log.debug("tftp: sendto %s failed: %s", format_address(self._peer), exc)
+
+    def _read_icmp(self) -> None:
+        # read even when the session is over: a queued error keeps a level-triggered poller busy
+        if _recverr.refused_by(_recverr.drain(self._sock), self._peer):
+            if not self.done:
+                self.finish(_GONE)  # no ERROR: nothing listens there any more
+            elif self.dallying:
+                self.close_transport()
+
+    def finish(self, outcome: str, error_code: int | None = None, error_message: str = "") -> None:
+        raise NotImplementedError
+
+    def close_transport(self) -> None:
+        raise NotImplementedError
+
+
+class _Session(_PeerWatch, asyncio.DatagramProtocol):
     """One transfer on its own socket (its TID)."""
 
     def __init__(self, server: "TftpServer", peer: tuple, key: tuple, stats: TransferStats, sock: socket.socket) -> None:
@@ -197,7 +244,7 @@ class _Session(asyncio.DatagramProtocol):
         except BlockingIOError:
             self._transport.sendto(packet, self._peer)  # queued by the transport until writable
         except OSError as exc:
-            log.debug("tftp: sendto %s failed: %s", format_address(self._peer), exc)
+            self._send_failed(exc, packet)
 
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
@@ -254,11 +301,12 @@ class _Session(asyncio.DatagramProtocol):
             return  # never answer an ERROR with an ERROR
         try:
             self._sock.sendto(codec.encode_error(5, "unknown transfer ID"), addr)
-        except OSError:
-            pass
+        except OSError as exc:
+            self._late_icmp(exc)
 
     def error_received(self, exc: Exception) -> None:
-        log.debug("tftp: %s: %s", format_address(self._peer), exc)
+        if not (isinstance(exc, OSError) and self._late_icmp(exc)):
+            log.debug("tftp: %s: %s", format_address(self._peer), exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass
@@ -381,8 +429,12 @@ class _ReadSession(_Session):
                 k += 1
             else:
                 k -= 1
-        except BlockingIOError:
-            k -= 1  # the socket buffer is full: the rest of the window goes after a timeout or gap
+        except OSError as exc:
+            # a full socket buffer, or an earlier datagram's ICMP error reported here: the rest
+            # of the window goes after a timeout or a gap
+            if not (isinstance(exc, BlockingIOError) or self._late_icmp(exc)):
+                raise
+            k -= 1
         self._sent_hi = k
         return k - base + 1
 
@@ -448,6 +500,8 @@ class _ReadSession(_Session):
                 self.stats.retransmissions += self._send_window()
             # else: a duplicate ACK -- ignored (RFC 1123: no Sorcerer's Apprentice)
         except Exception as exc:
+            if isinstance(exc, OSError) and self._late_icmp(exc):
+                return  # a send reported an earlier datagram's ICMP error: a timeout resends
             log.exception("tftp: read session for %s failed", format_address(self._peer))
             self.finish(f"internal error: {exc}", 0, "internal error")
 
@@ -594,7 +648,7 @@ class _WriteSession(_Session):
                 pass
 
 
-class _EngineSession:
+class _EngineSession(_PeerWatch):
     """An octet transfer whose DATA/ACK exchange runs in the transfer engine, in a worker thread.
 
     The request, the options, the file checks and opening stay here, on the loop; so do the end
@@ -673,6 +727,8 @@ class _EngineSession:
                     self._complete()
             elif outcome == engine.TIMEOUT:
                 self.finish("timeout", 0, "timed out")
+            elif outcome == engine.REFUSED:
+                self.finish(_GONE)
             elif outcome == engine.STOP:
                 self._stopped(eng.stop_packet)
             elif outcome == engine.CANCELLED:
@@ -746,14 +802,15 @@ class _EngineSession:
                 data, addr = self._sock.recvfrom(codec.MAX_BLKSIZE + 8)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as exc:
+                self._late_icmp(exc)
                 return
             if addr != self._peer:
                 if not (len(data) >= 2 and data[0] == 0 and data[1] == 5):
                     try:
                         self._sock.sendto(codec.encode_error(5, "unknown transfer ID"), addr)
-                    except OSError:
-                        pass
+                    except OSError as exc:
+                        self._late_icmp(exc)
                 continue
             # our last ACK was lost: the client sent its last block again
             if len(data) >= 4 and data[1] == 3 and ((data[2] << 8) | data[3]) == self._last_block:
@@ -763,7 +820,7 @@ class _EngineSession:
         try:
             self._sock.sendto(packet, self._peer)
         except OSError as exc:
-            log.debug("tftp: sendto %s failed: %s", format_address(self._peer), exc)
+            self._send_failed(exc, packet)
 
     def finish(self, outcome: str, error_code: int | None = None, error_message: str = "") -> None:
         """End the transfer: optional ERROR to the peer, clean up, one access-log line."""
@@ -1106,6 +1163,7 @@ class TftpServer:
             self._refuse(addr, name, direction, refusal.code, refusal.message)
             log.error("tftp: cannot open a socket: %s", exc)
             return
+        _recverr.enable(sock)  # a client that goes away is noticed at once (_PeerWatch)
         try:
             session = self._prepare(request, is_read, netascii, addr, key, sock)
         except _Refused as exc:
