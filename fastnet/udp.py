@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 
-from . import _cli
+from . import _cli, _recverr
 
 __all__ = ["main"]
 
@@ -50,8 +50,14 @@ def _receive(sock: socket.socket, deadline: _cli.Deadline):
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    address = _cli.connect_address(args)
-    with socket.socket(_cli.family_of(args.host), socket.SOCK_DGRAM) as sock:
+    host, port = _cli.connect_address(args)
+    family = _cli.family_of(host)
+    # the numeric address: the kernel names it in an ICMP error (see below)
+    address = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)[0][4]
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        # with IP_RECVERR the kernel reports a port where nothing listens (ICMP port
+        # unreachable), and the client says so at once instead of waiting out --timeout
+        _recverr.enable(sock)
         sock.settimeout(args.timeout)
         for data in _cli.messages(args, prompt="data to send: "):
             sock.sendto(data, address)
@@ -59,6 +65,10 @@ def cmd_client(args: argparse.Namespace) -> int:
                 reply, sender = sock.recvfrom(RECV_SIZE)
             except socket.timeout:
                 return _cli.fail(f"no reply from {_cli.format_address(address)} within {args.timeout:g} s")
+            except OSError as exc:
+                if exc.errno in _recverr.LATE_ERRNOS and _recverr.refused_by(_recverr.drain(sock), address):
+                    return _cli.fail(f"no UDP server at {_cli.format_address(address)}: connection refused")
+                raise
             _cli.emit(f"received from {_cli.format_address(sender)}: {_cli.show(reply)}")
     return 0
 

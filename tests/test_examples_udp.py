@@ -46,6 +46,16 @@ def test_client_message_option_sends_bytes_and_reports_a_missing_reply(impl_env)
     assert result.stderr.strip().splitlines() == [f"error: no reply from 127.0.0.1:{port} within 0.3 s"]
 
 
+def test_client_to_a_port_where_nothing_listens_fails_at_once(impl_env):
+    # the kernel answers ICMP port unreachable: the client says so instead of waiting out
+    # --timeout (60 s here, longer than run_example waits) and blaming a missing reply
+    with udp_socket() as closed:
+        port = closed.getsockname()[1]
+    result = run_example(impl_env, UDP, "client", "--port", str(port), "-m", "ping", "--timeout", "60")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: no UDP server at 127.0.0.1:{port}: connection refused"]
+
+
 def test_server_prints_one_datagram_with_its_sender_and_exits(impl_env):
     with Example(impl_env, UDP, "server", "--port", "0") as server, udp_socket() as client:
         client.sendto("数据 data".encode(), ("127.0.0.1", server.port))
