@@ -164,10 +164,24 @@ def _negotiate(
     return accepted, blksize, window, timeout
 
 
-class _PeerWatch:
-    """A session's ear for ICMP errors on its socket (``IP_RECVERR``, see ``fastnet._recverr``):
-    a port unreachable for the client means it is gone (killed, or its socket closed), so the
-    session ends at once instead of retransmitting into nothing until its retries run out."""
+def _commit_upload(tmp: str, target: str, overwrite: bool) -> None:
+    """Put a complete upload in place: *tmp* becomes *target* (atomically, so a reader sees the
+    old file or the new one); without *overwrite*, :class:`_Refused` if *target* exists."""
+    if overwrite:
+        os.replace(tmp, target)
+    else:
+        try:
+            os.link(tmp, target)  # atomic "create only if absent"
+        except FileExistsError:
+            raise _Refused(6, "file already exists") from None
+        os.unlink(tmp)
+
+
+class _SessionCommon:
+    """What both kinds of session share: an ear for ICMP errors on the socket (``IP_RECVERR``,
+    see ``fastnet._recverr``) -- a port unreachable for the client means it is gone (killed, or
+    its socket closed), so the session ends at once instead of retransmitting into nothing until
+    its retries run out -- and the end of an upload whose file could not be written."""
 
     _loop: Any
     _sock: socket.socket
@@ -202,6 +216,12 @@ class _PeerWatch:
             elif self.dallying:
                 self.close_transport()
 
+    def _write_failed(self, exc: OSError) -> None:
+        if exc.errno in _DISK_FULL_ERRNOS:
+            self.finish(f"disk full: {exc.strerror}", 3, "disk full or allocation exceeded")
+        else:
+            self.finish(f"write failed: {exc.strerror}", 0, "write failed")
+
     def finish(self, outcome: str, error_code: int | None = None, error_message: str = "") -> None:
         raise NotImplementedError
 
@@ -209,7 +229,7 @@ class _PeerWatch:
         raise NotImplementedError
 
 
-class _Session(_PeerWatch, asyncio.DatagramProtocol):
+class _Session(_SessionCommon, asyncio.DatagramProtocol):
     """One transfer on its own socket (its TID)."""
 
     def __init__(self, server: "TftpServer", peer: tuple, key: tuple, stats: TransferStats, sock: socket.socket) -> None:
@@ -598,12 +618,6 @@ class _WriteSession(_Session):
             log.exception("tftp: write session for %s failed", format_address(self._peer))
             self.finish(f"internal error: {exc}", 0, "internal error")
 
-    def _write_failed(self, exc: OSError) -> None:
-        if exc.errno in _DISK_FULL_ERRNOS:
-            self.finish(f"disk full: {exc.strerror}", 3, "disk full or allocation exceeded")
-        else:
-            self.finish(f"write failed: {exc.strerror}", 0, "write failed")
-
     def _complete(self, block: int) -> None:
         try:
             self._sink.finish()
@@ -624,14 +638,7 @@ class _WriteSession(_Session):
         self._timer = self._loop.call_later(_dally_seconds(self._timeout), self.close_transport)
 
     def _commit(self) -> None:
-        if self._server.allow_overwrite:
-            os.replace(self._tmp, self._target)
-        else:
-            try:
-                os.link(self._tmp, self._target)  # atomic "create only if absent"
-            except FileExistsError:
-                raise _Refused(6, "file already exists") from None
-            os.unlink(self._tmp)
+        _commit_upload(self._tmp, self._target, self._server.allow_overwrite)
         self._committed = True
 
     def cleanup(self, ok: bool) -> None:
@@ -648,7 +655,7 @@ class _WriteSession(_Session):
                 pass
 
 
-class _EngineSession(_PeerWatch):
+class _EngineSession(_SessionCommon):
     """An octet transfer whose DATA/ACK exchange runs in the transfer engine, in a worker thread.
 
     The request, the options, the file checks and opening stay here, on the loop; so do the end
@@ -754,12 +761,6 @@ class _EngineSession(_PeerWatch):
         else:  # pragma: no cover - the engine stops only on the two above
             self.finish(f"unexpected {type(packet).__name__}", 4, "unexpected packet")
 
-    def _write_failed(self, exc: OSError) -> None:
-        if exc.errno in _DISK_FULL_ERRNOS:
-            self.finish(f"disk full: {exc.strerror}", 3, "disk full or allocation exceeded")
-        else:
-            self.finish(f"write failed: {exc.strerror}", 0, "write failed")
-
     def _complete(self) -> None:
         block = (self._engine.next_block - 1) & 0xFFFF
         try:
@@ -786,14 +787,7 @@ class _EngineSession(_PeerWatch):
 
     def _commit(self) -> None:
         assert self._tmp is not None
-        if self._server.allow_overwrite:
-            os.replace(self._tmp, self._target)
-        else:
-            try:
-                os.link(self._tmp, self._target)  # atomic "create only if absent"
-            except FileExistsError:
-                raise _Refused(6, "file already exists") from None
-            os.unlink(self._tmp)
+        _commit_upload(self._tmp, self._target, self._server.allow_overwrite)
         self._committed = True
 
     def _dally_read(self) -> None:
@@ -1163,7 +1157,7 @@ class TftpServer:
             self._refuse(addr, name, direction, refusal.code, refusal.message)
             log.error("tftp: cannot open a socket: %s", exc)
             return
-        _recverr.enable(sock)  # a client that goes away is noticed at once (_PeerWatch)
+        _recverr.enable(sock)  # a client that goes away is noticed at once (_SessionCommon)
         try:
             session = self._prepare(request, is_read, netascii, addr, key, sock)
         except _Refused as exc:
