@@ -110,6 +110,19 @@ static int udp_socket(struct sockaddr_in *addr)
     return fd;
 }
 
+/* An empty file with no name, under $TMPDIR. */
+static int temp_fd(void)
+{
+    char path[4096];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/fastnet-engine-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0)
+        die("mkstemp");
+    unlink(path);
+    return fd;
+}
+
 /* Have the kernel report ICMP errors to the (unconnected) socket. */
 static void set_recverr(int fd)
 {
@@ -449,13 +462,7 @@ static void one_round(int hostile, int rollover)
         content[i] = (uint8_t)rnd();
     p->file = content;
 
-    char path[4096];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/fastnet-engine-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    int fd = mkstemp(path);
-    if (fd < 0)
-        die("mkstemp");
-    unlink(path);
+    int fd = temp_fd();
     if (sender) {
         for (size_t off = 0; off < size;) {
             ssize_t w = write(fd, content + off, size - off);
@@ -595,13 +602,7 @@ static void peer_gone_round(int sender)
     int peer = udp_socket(&peer_addr);
     int esock = udp_socket(&engine_addr);
     set_recverr(esock);
-    char path[4096];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/fastnet-engine-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    int fd = mkstemp(path);
-    if (fd < 0)
-        die("mkstemp");
-    unlink(path);
+    int fd = temp_fd();
     static uint8_t block[512 * 8];
     memset(block, 'g', sizeof block);
     if (sender && write(fd, block, sizeof block) != (ssize_t)sizeof block)
