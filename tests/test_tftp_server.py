@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import signal
@@ -13,6 +14,7 @@ import sys
 import time
 
 import pytest
+from conftest import peer_missing, require_tool
 from tftp_helpers import RawPeer, fastnet_server, fill, leftovers
 
 from fastnet.tftp import TftpRemoteError, client, codec
@@ -375,6 +377,30 @@ def test_a_client_that_goes_away_ends_its_session_at_once(root, caplog, directio
     lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
     assert len(lines) == 1 and lines[0].endswith("outcome=client gone: connection refused"), lines
     assert leftovers(str(root)) == [] and not (root / "up.bin").exists()
+
+
+def test_a_server_on_the_ipv6_wildcard_serves_ipv4_clients_too(root, impl_env):
+    # "::" takes IPv4 clients as ::ffff:a.b.c.d, as the relay and the examples do. A wildcard
+    # server would listen on every interface, so the test runs it in a network namespace of its
+    # own (tests/netns_tftp_dual_stack.py), whose only device is its loopback.
+    unshare = require_tool("unshare")
+    probe = subprocess.run([unshare, "--net", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        peer_missing(f"cannot make a network namespace: {probe.stderr.strip()}")
+    data = fill(str(root / "f.bin"), 70000, seed=9)
+    child = os.path.join(os.path.dirname(__file__), "netns_tftp_dual_stack.py")
+    run = subprocess.run([unshare, "--net", sys.executable, child, str(root)], env=impl_env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["downloads"] == {"127.0.0.1": data.hex(), "::1": data.hex()}
+    assert (root / "up.bin").read_bytes() == data
+    assert result["sessions_left"] == 0
+    peers_and_outcomes = [(line.split()[0], line.split("outcome=")[1]) for line in result["access"]]
+    assert [outcome for _, outcome in peers_and_outcomes] == ["ok", "ok", "ok", "client gone: connection refused"]
+    assert [peer.rsplit(":", 1)[0] for peer, _ in peers_and_outcomes] == [
+        "peer=[::ffff:127.0.0.1]", "peer=[::1]", "peer=[::ffff:127.0.0.1]", "peer=[::ffff:127.0.0.1]"
+    ]
 
 
 def test_malformed_datagrams_get_error_4_and_do_not_disturb_the_server(root):

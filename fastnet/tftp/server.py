@@ -969,8 +969,8 @@ class TftpServer:
         self._closed = asyncio.Event()
         sock = socket.socket(self._family, socket.SOCK_DGRAM)
         try:
-            if self._family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # "::" takes IPv4 clients too (as ::ffff:a.b.c.d), as every other fastnet server does,
+            # unless the system says otherwise (net.ipv6.bindv6only)
             bind(sock, (self.host, self._requested_port))
             sock.setblocking(False)
         except BaseException:
