@@ -19,7 +19,7 @@
 #define RECV_BYTES (256u * 1024u) /* receiver: slots within this (a fresh process faults in every page) */
 #define SENDER_RBUF 65540u
 #define MIN_SLOT 2048u
-#define READ_AHEAD (256u * 1024u)
+#define READ_AHEAD_MIN (64u * 1024u) /* sender: the least a read brings in (small windows) */
 #define STAGE_SIZE (256u * 1024u)
 #define GSO_MAX_BYTES 65000u   /* payload bytes of one GSO super-datagram (UDP's limit is 65507) */
 #define GSO_MAX_SEGS 64u       /* the kernel's UDP_MAX_SEGMENTS */
@@ -275,9 +275,15 @@ int tftp_session_init(tftp_session *s)
     if (s->role == TFTP_ENGINE_SENDER) {
         n = s->window;
         size_t want = (size_t)s->window * s->blksize;
-        /* small blocks: read 256 KiB at a time; big ones: a window at a time, read ahead while
-         * the peer works on the previous window (no long read on the critical path) */
-        s->buf_cap = want > READ_AHEAD || s->blksize >= READ_WHOLE ? want : READ_AHEAD;
+        /* Read a window at a time, or four small windows (at least 64 KiB), ahead while the peer
+         * works on the window just sent.  A read must end before the peer's answer comes back:
+         * on two cores a 256 KiB read held up every 32nd ACK of a lockstep transfer of 8 KiB
+         * blocks and every 11th of windows of 16 x 1468 bytes (64 KiB: 1.06x and 1.15x the
+         * throughput, no more CPU on one core, where the read's cost is all that counts) */
+        if (want >= READ_AHEAD_MIN || s->blksize >= READ_WHOLE)
+            s->buf_cap = want;
+        else
+            s->buf_cap = 4 * want < READ_AHEAD_MIN ? READ_AHEAD_MIN : 4 * want;
         s->buf_cap -= s->buf_cap % s->blksize;
         sc->rbuf = malloc(SENDER_RBUF);
         sc->segs = calloc(n, sizeof *sc->segs);

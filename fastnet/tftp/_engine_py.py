@@ -41,7 +41,7 @@ PROGRESS = 6
 REFUSED = 7
 FIRST_MAX = 2048
 
-_READ_AHEAD = 256 * 1024
+_READ_AHEAD_MIN = 64 * 1024  # as in the compiled engine: see tftp_session_init
 _STAGE_SIZE = 256 * 1024
 _MAX_SLOTS = 64
 _ERROR_5 = b"\x00\x05\x00\x05unknown transfer ID\x00"
@@ -127,7 +127,8 @@ class Session:
         self._orig_timeout = sock.gettimeout()
         sock.settimeout(self._slice)
         if role == SENDER:
-            self._buf_cap = max(windowsize * blksize, _READ_AHEAD)
+            want = windowsize * blksize
+            self._buf_cap = want if want >= _READ_AHEAD_MIN or blksize >= 32768 else max(4 * want, _READ_AHEAD_MIN)
             self._buf_cap -= self._buf_cap % blksize
             self._rsize = 65540
         else:
