@@ -961,8 +961,11 @@ static int run_receiver(tftp_session *s)
     for (;;) {
         if (s->cancel)
             return s->outcome = TFTP_ENGINE_CANCELLED;
-        if (s->icmp && peer_refused(s))
+        if (s->icmp && peer_refused(s)) { /* what was counted goes to the file, as on a timeout */
+            if (flush_stage(s) < 0)
+                return s->outcome = TFTP_ENGINE_IO_ERROR;
             return s->outcome = TFTP_ENGINE_REFUSED;
+        }
         double t = now_s();
         if (s->report_interval > 0 && t >= s->next_report) {
             s->next_report = t + s->report_interval;

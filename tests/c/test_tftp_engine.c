@@ -650,6 +650,12 @@ static void peer_gone_round(int sender)
           outcome_name(s->outcome));
     CHECK(took < 2.0, "the engine took %.2f s to notice", took);
     CHECK(s->blocks == (sender ? 0u : 1u), "blocks %llu", (unsigned long long)s->blocks);
+    if (!sender) { /* what the receiver counted is in the file, as after a timeout */
+        struct stat st;
+        fstat(fd, &st);
+        CHECK((uint64_t)st.st_size == s->bytes && s->bytes == 512, "file holds %lld bytes, engine counted %llu",
+              (long long)st.st_size, (unsigned long long)s->bytes);
+    }
     tftp_session_free(s);
     close(fd);
     close(esock);
