@@ -18,7 +18,7 @@ import errno
 import socket
 import struct
 
-__all__ = ["LATE_ERRNOS", "enable", "drain", "refused_by"]
+__all__ = ["LATE_ERRNOS", "enable", "drain", "refused_by", "refused", "send_again"]
 
 #: errno values an ICMP error arrives as (``icmp_err_convert`` in the kernel): a send or receive
 #: that fails with one of them may be reporting an error for an earlier datagram
@@ -77,6 +77,25 @@ def drain(sock: socket.socket) -> list[tuple[int, tuple | None]]:
         if timeout != 0.0:
             sock.settimeout(timeout)
     return errors
+
+
+def send_again(sock: socket.socket, data: bytes, addr: tuple, exc: OSError) -> bool:
+    """After ``sock.sendto(data, addr)`` failed with *exc*: when *exc* reports an earlier
+    datagram's ICMP error, the kernel sent nothing; send once more and return True (the caller
+    reads the queue next).  False for any other failure.  A failure of the second send is not
+    raised: that datagram is lost, as datagrams may be, and the protocol's timeout resends it."""
+    if exc.errno not in LATE_ERRNOS:
+        return False
+    try:
+        sock.sendto(data, addr)
+    except OSError:
+        pass
+    return True
+
+
+def refused(sock: socket.socket, address: tuple) -> bool:
+    """Read the queue of *sock* (:func:`drain`): whether it held a port unreachable for *address*."""
+    return refused_by(drain(sock), address)
 
 
 def refused_by(errors: list[tuple[int, tuple | None]], address: tuple) -> bool:

@@ -66,7 +66,7 @@ def cmd_client(args: argparse.Namespace) -> int:
             except socket.timeout:
                 return _cli.fail(f"no reply from {_cli.format_address(address)} within {args.timeout:g} s")
             except OSError as exc:
-                if exc.errno in _recverr.LATE_ERRNOS and _recverr.refused_by(_recverr.drain(sock), address):
+                if exc.errno in _recverr.LATE_ERRNOS and _recverr.refused(sock, address):
                     return _cli.fail(f"no UDP server at {_cli.format_address(address)}: connection refused")
                 raise
             _cli.emit(f"received from {_cli.format_address(sender)}: {_cli.show(reply)}")

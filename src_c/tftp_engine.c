@@ -703,9 +703,9 @@ static int64_t send_window(tftp_session *s)
             break;
         }
     }
-    uint64_t sent = 0; /* packets sent */
-    unsigned done = 0; /* packets handed to the kernel or given up */
-    int again = 1;     /* one more try after a late ICMP error */
+    unsigned done = 0; /* packets handed to the kernel, or lost to a send error (the peer's
+                          silence resends those) */
+    int again = 1;     /* one more try for a message after a late ICMP error */
     while (done < npk) {
         /* group the packets from `done` on into messages: GSO super-datagrams or single packets */
         unsigned nm = 0, p = done;
@@ -733,26 +733,25 @@ static int64_t send_window(tftp_session *s)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
                 break; /* the rest goes after a timeout or a gap */
-            if (again && late_icmp(s, errno)) { /* an earlier datagram's error: none of these went */
-                again = 0;
-                continue;
-            }
-            if (sc->gso && sc->segs[0] > 1) {
+            if (late_icmp(s, errno)) { /* an earlier datagram's error: none of these went */
+                if (again) {
+                    again = 0;
+                    continue;
+                }
+            } else if (sc->gso && sc->segs[0] > 1) {
                 sc->gso = 0; /* no UDP GSO here (old kernel, odd route): single packets from now on */
                 continue;
             }
             done += sc->segs[0]; /* lost: a timeout resends it */
+            again = 1;
             continue;
         }
-        for (int i = 0; i < r; i++) {
+        for (int i = 0; i < r; i++)
             done += sc->segs[i];
-            sent += sc->segs[i];
-        }
+        again = 1;
     }
-    (void)sent;
-    sent = done; /* packets lost to a send error count as sent: the peer's silence resends them */
-    s->sent_hi = base + sent - 1;
-    return before + (int64_t)sent;
+    s->sent_hi = base + done - 1;
+    return before + (int64_t)done;
 }
 
 static int run_sender(tftp_session *s)

@@ -42,6 +42,7 @@ REFUSED = 7
 FIRST_MAX = 2048
 
 _READ_AHEAD_MIN = 64 * 1024  # as in the compiled engine: see tftp_session_init
+_READ_WHOLE = 32768  # blocks this large are read a window at a time
 _STAGE_SIZE = 256 * 1024
 _MAX_SLOTS = 64
 _ERROR_5 = b"\x00\x05\x00\x05unknown transfer ID\x00"
@@ -128,7 +129,7 @@ class Session:
         sock.settimeout(self._slice)
         if role == SENDER:
             want = windowsize * blksize
-            self._buf_cap = want if want >= _READ_AHEAD_MIN or blksize >= 32768 else max(4 * want, _READ_AHEAD_MIN)
+            self._buf_cap = want if want >= _READ_AHEAD_MIN or blksize >= _READ_WHOLE else max(4 * want, _READ_AHEAD_MIN)
             self._buf_cap -= self._buf_cap % blksize
             self._rsize = 65540
         else:
@@ -162,18 +163,15 @@ class Session:
 
     def _peer_refused(self) -> bool:
         self._icmp = False
-        return _recverr.refused_by(_recverr.drain(self._sock), self._peer)
+        return _recverr.refused(self._sock, self._peer)
 
     def _send(self, packet: bytes, addr: tuple | None = None) -> None:
         to = self._peer if addr is None else addr
         try:
             self._sock.sendto(packet, to)
         except OSError as exc:
-            if self._late_icmp(exc):  # an earlier datagram's error: this one did not go
-                try:
-                    self._sock.sendto(packet, to)
-                except OSError:
-                    pass
+            if _recverr.send_again(self._sock, packet, to, exc):
+                self._icmp = True
             # other failures: lost, a timeout resends it
 
     def _ack(self, block: int) -> None:
@@ -281,7 +279,6 @@ class Session:
         sent = 0
         k = base
         rel = start - self._buf_off
-        again = True  # one more try after a late ICMP error
         for k in range(base, base + self._window):
             lo = rel + (k - base) * bs
             payload = buf[lo : lo + bs]
@@ -291,12 +288,8 @@ class Session:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                if again and self._late_icmp(exc):
-                    again = False
-                    try:
-                        sock.sendto(packet, peer)
-                    except OSError:
-                        pass
+                if _recverr.send_again(sock, packet, peer, exc):
+                    self._icmp = True
             sent += 1
             if len(payload) < bs:
                 self._last = k

@@ -101,15 +101,14 @@ class _Channel:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval.pack(sec, usec))
 
     def sendto(self, data: bytes, addr: tuple) -> None:
-        """Send one datagram.  A failure that reports an earlier datagram's ICMP error (see
-        :meth:`icmp_error`) sent nothing: the error is read and the datagram goes again."""
+        """Send one datagram.  A failure that reports an earlier datagram's ICMP error sent
+        nothing: the datagram goes again and the error is read (:meth:`icmp_error`)."""
         try:
             self.sock.sendto(data, addr)
         except OSError as exc:
-            if exc.errno not in _recverr.LATE_ERRNOS:
+            if not _recverr.send_again(self.sock, data, addr, exc):
                 raise
             self.icmp_error()
-            self.sock.sendto(data, addr)
 
     def icmp_error(self) -> bool:
         """After a call on the socket failed: read the ICMP errors queued on it; False if there

@@ -2,7 +2,8 @@
 
     TftpError                 base class: ``code`` (a TFTP error code or None) and ``message``
     ├── TftpTimeout           no answer after the last retry (also a ``TimeoutError``)
-    ├── TftpRefused           nothing listens at the server's port (also a ``ConnectionRefusedError``)
+    ├── TftpRefused           nothing listens at the server's port, or its transfer port closed
+    │                         mid-transfer (also a ``ConnectionRefusedError``)
     ├── TftpRemoteError       the peer sent an ERROR packet: its code and message
     └── TftpProtocolError     the peer broke the protocol (bad OACK, malformed packet ...)
 """
@@ -47,7 +48,8 @@ class TftpTimeout(TftpError, TimeoutError):
 
 
 class TftpRefused(TftpError, ConnectionRefusedError):
-    """The server's host answered the request with ICMP port unreachable: no TFTP server there."""
+    """The server's host answered with ICMP port unreachable: no TFTP server at the request port,
+    or the server went away mid-transfer (its transfer port closed)."""
 
 
 class TftpRemoteError(TftpError):

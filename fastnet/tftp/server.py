@@ -181,7 +181,8 @@ class _SessionCommon:
     """What both kinds of session share: an ear for ICMP errors on the socket (``IP_RECVERR``,
     see ``fastnet._recverr``) -- a port unreachable for the client means it is gone (killed, or
     its socket closed), so the session ends at once instead of retransmitting into nothing until
-    its retries run out -- and the end of an upload whose file could not be written."""
+    its retries run out --, the ERROR 5 a stranger gets, and the end of an upload whose file could
+    not be written."""
 
     _loop: Any
     _sock: socket.socket
@@ -200,17 +201,23 @@ class _SessionCommon:
     def _send_failed(self, exc: OSError, packet: bytes) -> None:
         """Sending *packet* to the peer failed with *exc*: when that reported an earlier
         datagram's ICMP error, this one did not go, and goes again."""
-        if self._late_icmp(exc):
-            try:
-                self._sock.sendto(packet, self._peer)
-                return
-            except OSError as again:
-                exc = again
-        log.debug("tftp: sendto %s failed: %s", format_address(self._peer), exc)
+        if _recverr.send_again(self._sock, packet, self._peer, exc):
+            self._loop.call_soon(self._read_icmp)
+        else:
+            log.debug("tftp: sendto %s failed: %s", format_address(self._peer), exc)
+
+    def _foreign(self, data: bytes, addr: tuple) -> None:
+        # RFC 1350: a packet from an unknown TID gets ERROR 5; the transfer goes on untouched
+        if len(data) >= 2 and data[0] == 0 and data[1] == 5:
+            return  # never answer an ERROR with an ERROR
+        try:
+            self._sock.sendto(codec.encode_error(5, "unknown transfer ID"), addr)
+        except OSError as exc:
+            self._late_icmp(exc)
 
     def _read_icmp(self) -> None:
         # read even when the session is over: a queued error keeps a level-triggered poller busy
-        if _recverr.refused_by(_recverr.drain(self._sock), self._peer):
+        if _recverr.refused(self._sock, self._peer):
             if not self.done:
                 self.finish(_GONE)  # no ERROR: nothing listens there any more
             elif self.dallying:
@@ -314,15 +321,6 @@ class _Session(_SessionCommon, asyncio.DatagramProtocol):
             self.finish(f"internal error: {exc}", 0, "internal error")
             return
         self._timer = self._loop.call_at(now + self._wait, self._on_timer)
-
-    def _foreign(self, data: bytes, addr: tuple) -> None:
-        # RFC 1350: a packet from an unknown TID gets ERROR 5; the transfer goes on untouched
-        if len(data) >= 2 and data[0] == 0 and data[1] == 5:
-            return  # never answer an ERROR with an ERROR
-        try:
-            self._sock.sendto(codec.encode_error(5, "unknown transfer ID"), addr)
-        except OSError as exc:
-            self._late_icmp(exc)
 
     def error_received(self, exc: Exception) -> None:
         if not (isinstance(exc, OSError) and self._late_icmp(exc)):
@@ -800,11 +798,7 @@ class _EngineSession(_SessionCommon):
                 self._late_icmp(exc)
                 return
             if addr != self._peer:
-                if not (len(data) >= 2 and data[0] == 0 and data[1] == 5):
-                    try:
-                        self._sock.sendto(codec.encode_error(5, "unknown transfer ID"), addr)
-                    except OSError as exc:
-                        self._late_icmp(exc)
+                self._foreign(data, addr)
                 continue
             # our last ACK was lost: the client sent its last block again
             if len(data) >= 4 and data[1] == 3 and ((data[2] << 8) | data[3]) == self._last_block:
