@@ -109,9 +109,12 @@ def family_of(host: str) -> socket.AddressFamily:
 
 
 def format_address(address) -> str:
-    """``127.0.0.1:7788`` / ``[::1]:7788`` for a socket address tuple."""
+    """``127.0.0.1:7788`` / ``[::1]:7788`` for a socket address tuple.  An IPv4 peer of a
+    dual-stack IPv6 socket (``::ffff:127.0.0.1``) shows as the IPv4 address it is."""
     host, port = address[0], address[1]
     if ":" in host:
+        if host.startswith("::ffff:") and "." in host:
+            return f"{host[7:]}:{port}"
         return f"[{host}]:{port}"
     return f"{host}:{port}"
 

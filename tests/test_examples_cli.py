@@ -46,6 +46,14 @@ def test_show_escapes_undecodable_bytes_and_inner_line_breaks():
     assert _cli.show(b"") == ""
 
 
+def test_addresses_are_shown_as_people_write_them():
+    assert _cli.format_address(("127.0.0.1", 7788)) == "127.0.0.1:7788"
+    assert _cli.format_address(("::1", 7788, 0, 0)) == "[::1]:7788"
+    assert _cli.format_address(("fe80::1%lo", 69, 0, 1)) == "[fe80::1%lo]:69"
+    # an IPv4 client of a server on "::" arrives as an IPv4-mapped IPv6 address
+    assert _cli.format_address(("::ffff:127.0.0.1", 5000, 0, 0)) == "127.0.0.1:5000"
+
+
 def test_ipv6_loopback_works_too(impl_env):
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
