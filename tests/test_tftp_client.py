@@ -7,6 +7,7 @@ import io
 import os
 import socket
 import stat
+import time
 
 import pytest
 from conftest import free_port, require_ipv6_loopback
@@ -209,6 +210,37 @@ def test_client_checks_the_tid(tmp_path, pool):
         assert server.recv() == codec.Ack(2)
         stats = future.result(10)
     assert out.read_bytes() == b"a" * 512 + b"good" and stats.blocks == 2
+
+
+@pytest.mark.parametrize("full_blocks", [0, 2])  # the last block in Python's loop, in the engine's
+def test_dally_outlasts_a_server_whose_final_acks_keep_getting_lost(tmp_path, pool, full_blocks):
+    # The download is done and returned; its final ACK is lost again and again, and the server
+    # resends its last block after longer and longer waits.  Each repeat is ACKed and doubles
+    # the dally (2 x timeout = 0.5 s at first), up to the client's retries (one here).
+    out = tmp_path / "f"
+    with FakeServer() as server:
+        future = pool.submit(client.download, "127.0.0.1", "f", str(out), port=server.port,
+                             timeout=0.25, retries=1, tsize=False)
+        server.request()
+        for n in range(1, full_blocks + 1):
+            server.send(codec.encode_data(n, bytes([n]) * 512))
+            assert server.recv() == codec.Ack(n)
+        last = full_blocks + 1
+        server.send(codec.encode_data(last, b"end"))
+        assert server.recv() == codec.Ack(last)
+        assert future.result(10).blocks == last
+        answered = []
+        # repeats at 0.4 s (renewed to 0.4 + 1.0), 1.1 s (no renewal left), 2.4 s (closed)
+        for wait in (0.4, 0.7, 1.3):
+            time.sleep(wait)
+            server.send(codec.encode_data(last, b"end"))
+            try:
+                answered.append(server.recv(timeout=0.5))
+            except socket.timeout:
+                answered.append(None)
+    client.wait_dallying(5)
+    assert answered == [codec.Ack(last), codec.Ack(last), None]
+    assert out.read_bytes() == b"".join(bytes([n]) * 512 for n in range(1, last)) + b"end"
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])

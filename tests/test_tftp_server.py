@@ -202,6 +202,32 @@ def test_upload_completes_atomically_after_the_last_block(root):
     assert leftovers(str(root)) == []
 
 
+@pytest.mark.parametrize("mode", ["octet", "netascii"])  # the engine's session, the per-packet one
+def test_dally_outlasts_a_client_whose_final_acks_keep_getting_lost(root, mode):
+    # The server's final ACK is lost again and again: the client resends its last block after
+    # longer and longer waits.  Each repeat is ACKed and doubles the dally (0.5 s at first, here),
+    # up to the server's retries (one here); then the port closes.
+    with fastnet_server(str(root), allow_write=True, timeout=0.1, retries=1) as server, RawPeer() as peer:
+        peer.send(codec.encode_wrq("d.txt", mode), server.port)
+        ack, tid = peer.recv()
+        assert ack == codec.Ack(0)
+        peer.send(codec.encode_data(1, b"last"), tid)
+        assert peer.recv()[0] == codec.Ack(1)
+        answered = []
+        # repeats at 0.4 s (the dally ends at 0.5: renewed to 0.4 + 1.0), 1.1 s (no renewal left:
+        # the end stays at 1.4; unbounded it would be 1.1 + 2.0), 2.4 s (closed)
+        for wait in (0.4, 0.7, 1.3):
+            time.sleep(wait)
+            peer.send(codec.encode_data(1, b"last"), tid)
+            try:
+                answered.append(peer.recv(timeout=0.5)[0])
+            except socket.timeout:
+                answered.append(None)
+    assert answered == [codec.Ack(1), codec.Ack(1), None]
+    assert (root / "d.txt").read_bytes() == b"last"
+    assert leftovers(str(root)) == []
+
+
 def test_tsize_beyond_free_space_is_error_3(root):
     with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
         peer.send(codec.encode_wrq("huge.bin", options={"tsize": 10**18}), server.port)

@@ -53,6 +53,7 @@ __all__ = ["download", "upload", "wait_dallying", "TransferStats", "DEFAULT_PORT
 
 DEFAULT_PORT = 69
 _MAX_BACKOFF = 8.0  # a single wait never exceeds this many times the base timeout
+_DALLY_MAX = 10.0  # the longest the final dally listens after an ACK (or a re-ACK) of the last block
 _PROGRESS_EVERY = 0.1  # seconds between progress callbacks
 _RCVBUF = 4 << 20  # ask for a large receive buffer: a window of big blocks arrives at once
 
@@ -208,15 +209,19 @@ def wait_dallying(timeout: float | None = None) -> None:
 
 
 class _Dally(threading.Thread):
-    """Keeps the socket after the final ACK and re-ACKs a repeated last DATA (RFC 1350 dallying)."""
+    """Keeps the socket after the final ACK and re-ACKs a repeated last DATA (RFC 1350 dallying):
+    for 2 x timeout, doubled by each repeat (the server backs off between its retransmissions
+    too), at most *retries* times."""
 
-    def __init__(self, channel: _Channel, peer: tuple, last_block: int, final_ack: bytes, seconds: float) -> None:
+    def __init__(self, channel: _Channel, peer: tuple, last_block: int, final_ack: bytes) -> None:
         super().__init__(name="fastnet-tftp-dally", daemon=False)
         self._channel = channel
         self._peer = peer
         self._last = last_block & 0xFFFF
         self._ack = final_ack
-        self._until = time.monotonic() + seconds
+        self._span = min(2 * channel.timeout, _DALLY_MAX)
+        self._renewals = channel.retries
+        self._until = time.monotonic() + self._span
 
     def start(self) -> None:
         _dallying.add(self)
@@ -236,10 +241,20 @@ class _Dally(threading.Thread):
                     continue
                 if _same_peer(addr, self._peer) and len(data) >= 4 and data[1] == 3:
                     if ((data[2] << 8) | data[3]) == self._last:
-                        channel.sock.sendto(self._ack, self._peer)
+                        self._reack()
         finally:
             channel.close()
             _dallying.discard(self)
+
+    def _reack(self) -> None:
+        try:
+            self._channel.sock.sendto(self._ack, self._peer)
+        except OSError:  # the server is gone after all: nothing is lost, the file is complete
+            return
+        if self._renewals > 0:
+            self._renewals -= 1
+            self._span = min(2 * self._span, _DALLY_MAX)
+            self._until = time.monotonic() + self._span
 
 
 def _open_target(local: LocalFile | None, remote: str) -> tuple[BinaryIO, str | None, str | None]:
@@ -452,7 +467,7 @@ def _engine_receive(
         stats.bytes = sink.bytes_written
         progress(stats)
     last = (eng.next_block - 1) & 0xFFFF
-    return _Dally(channel, peer, last, codec.encode_ack(last), min(2 * channel.timeout, 10.0))
+    return _Dally(channel, peer, last, codec.encode_ack(last))
 
 
 def _receive(
@@ -568,8 +583,7 @@ def _receive(
                     if progress is not None:
                         stats.bytes = sink.bytes_written
                         progress(stats)
-                    dally_time = min(2 * base_timeout, 10.0)
-                    return _Dally(channel, peer, block, ack, dally_time)
+                    return _Dally(channel, peer, block, ack)
                 if in_window >= window:
                     last_sent = encode_ack(block)
                     sendto(last_sent, peer)

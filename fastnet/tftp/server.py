@@ -66,10 +66,14 @@ _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _GONE = "client gone: connection refused"
 
 
+_DALLY_MAX = 10.0
+
+
 def _dally_seconds(timeout: float) -> float:
     """How long the final ACK of an upload is kept answerable: long enough for the client's
-    retransmissions of its last block with backoff (timeout, 3x, 7x ...) to reach us, capped."""
-    return min(max(4 * timeout, 0.5), 10.0)
+    retransmissions of its last block with backoff (timeout, 3x, 7x ...) to reach us, capped.
+    Each repeated last block that arrives doubles it (see ``_SessionCommon._dally_reack``)."""
+    return min(max(4 * timeout, 0.5), _DALLY_MAX)
 
 
 class _Refused(Exception):
@@ -181,12 +185,17 @@ class _SessionCommon:
     """What both kinds of session share: an ear for ICMP errors on the socket (``IP_RECVERR``,
     see ``fastnet._recverr``) -- a port unreachable for the client means it is gone (killed, or
     its socket closed), so the session ends at once instead of retransmitting into nothing until
-    its retries run out --, the ERROR 5 a stranger gets, and the end of an upload whose file could
-    not be written."""
+    its retries run out --, the ERROR 5 a stranger gets, the end of an upload whose file could
+    not be written, and the dally after an upload's final ACK."""
 
+    _server: "TftpServer"
     _loop: Any
     _sock: socket.socket
     _peer: tuple
+    _timeout: float
+    _timer: asyncio.TimerHandle | None
+    _dally_for: float
+    _dally_renewals: int
     done: bool
     dallying: bool
 
@@ -222,6 +231,26 @@ class _SessionCommon:
                 self.finish(_GONE)  # no ERROR: nothing listens there any more
             elif self.dallying:
                 self.close_transport()
+
+    def _start_dally(self) -> None:
+        """RFC 1350: the side that sends the last ACK dallies, to answer a repeated last DATA."""
+        if self._timer is not None:
+            self._timer.cancel()  # the retransmission timer, if any: the transfer is over
+        self._dally_for = _dally_seconds(self._timeout)
+        self._dally_renewals = self._server.retries
+        self._timer = self._loop.call_later(self._dally_for, self.close_transport)
+
+    def _dally_reack(self, ack: bytes) -> None:
+        """The client sent its last block again: our final ACK was lost.  ACK it again and listen
+        on for twice as long as the last time, since the client backs off between its
+        retransmissions too; at most ``retries`` times, so that no client holds a port for ever."""
+        self._send(ack)
+        timer = self._timer
+        if self._dally_renewals > 0 and timer is not None:
+            self._dally_renewals -= 1
+            self._dally_for = min(2 * self._dally_for, _DALLY_MAX)
+            timer.cancel()
+            self._timer = self._loop.call_later(self._dally_for, self.close_transport)
 
     def _write_failed(self, exc: OSError) -> None:
         if exc.errno in _DISK_FULL_ERRNOS:
@@ -572,7 +601,7 @@ class _WriteSession(_Session):
             if self.dallying:
                 # our last ACK was lost: the client sent its last block again
                 if len(data) >= 4 and data[1] == 3 and ((data[2] << 8) | data[3]) == (self._expected - 1) & 0xFFFF:
-                    self._send(self._last_sent)
+                    self._dally_reack(self._last_sent)
                 return
             try:
                 packet = self._decode(data)
@@ -630,10 +659,9 @@ class _WriteSession(_Session):
         self.stats.blocks = block if self._expected <= 0x10000 else self._expected - 1
         self._last_sent = codec.encode_ack(block)
         self._send(self._last_sent)
-        # RFC 1350: the side that sends the last ACK dallies, to answer a repeated last DATA
         self.dallying = True
         self.finish("ok")
-        self._timer = self._loop.call_later(_dally_seconds(self._timeout), self.close_transport)
+        self._start_dally()
 
     def _commit(self) -> None:
         _commit_upload(self._tmp, self._target, self._server.allow_overwrite)
@@ -774,14 +802,13 @@ class _EngineSession(_SessionCommon):
         self._last_block = block
         self._final_ack = codec.encode_ack(block)
         self._send(self._final_ack)
-        # RFC 1350: the side that sends the last ACK dallies, to answer a repeated last DATA
         self.dallying = True
         self.finish("ok")
         if self._sock.fileno() < 0:
             return
         self._loop.add_reader(self._sock.fileno(), self._dally_read)
         self._reading = True
-        self._timer = self._loop.call_later(_dally_seconds(self._timeout), self.close_transport)
+        self._start_dally()
 
     def _commit(self) -> None:
         assert self._tmp is not None
@@ -802,7 +829,7 @@ class _EngineSession(_SessionCommon):
                 continue
             # our last ACK was lost: the client sent its last block again
             if len(data) >= 4 and data[1] == 3 and ((data[2] << 8) | data[3]) == self._last_block:
-                self._send(self._final_ack)
+                self._dally_reack(self._final_ack)
 
     def _send(self, packet: bytes) -> None:
         try:
