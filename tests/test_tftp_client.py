@@ -212,6 +212,24 @@ def test_client_checks_the_tid(tmp_path, pool):
     assert out.read_bytes() == b"a" * 512 + b"good" and stats.blocks == 2
 
 
+def _download_to_the_last_ack(server: "FakeServer", pool, out, full_blocks: int, via=None, **kwargs):
+    """A download from *server* (answering from *via*, its TID by default) up to the client's
+    final ACK: (last block, the client's dally)."""
+    via = via or server.tid
+    before = set(client._dallying)
+    future = pool.submit(client.download, "127.0.0.1", "f", str(out), port=server.port, tsize=False, **kwargs)
+    server.request()
+    for n in range(1, full_blocks + 1):
+        server.send(codec.encode_data(n, bytes([n]) * 512), via)
+        assert via.recv()[0] == codec.Ack(n)
+    last = full_blocks + 1
+    server.send(codec.encode_data(last, b"end"), via)
+    assert via.recv()[0] == codec.Ack(last)
+    assert future.result(10).blocks == last
+    (dally,) = set(client._dallying) - before
+    return last, dally
+
+
 @pytest.mark.parametrize("full_blocks", [0, 2])  # the last block in Python's loop, in the engine's
 def test_dally_outlasts_a_server_whose_final_acks_keep_getting_lost(tmp_path, pool, full_blocks):
     # The download is done and returned; its final ACK is lost again and again, and the server
@@ -219,28 +237,49 @@ def test_dally_outlasts_a_server_whose_final_acks_keep_getting_lost(tmp_path, po
     # the dally (2 x timeout = 0.5 s at first), up to the client's retries (one here).
     out = tmp_path / "f"
     with FakeServer() as server:
-        future = pool.submit(client.download, "127.0.0.1", "f", str(out), port=server.port,
-                             timeout=0.25, retries=1, tsize=False)
-        server.request()
-        for n in range(1, full_blocks + 1):
-            server.send(codec.encode_data(n, bytes([n]) * 512))
-            assert server.recv() == codec.Ack(n)
-        last = full_blocks + 1
-        server.send(codec.encode_data(last, b"end"))
-        assert server.recv() == codec.Ack(last)
-        assert future.result(10).blocks == last
+        last, dally = _download_to_the_last_ack(server, pool, out, full_blocks, timeout=0.25, retries=1)
         answered = []
-        # repeats at 0.4 s (renewed to 0.4 + 1.0), 1.1 s (no renewal left), 2.4 s (closed)
-        for wait in (0.4, 0.7, 1.3):
+        # Repeats at 0.3 s (the dally would end at 0.5: renewed to 0.3 + 1.0), 1.1 s (no renewal
+        # left: the end stays at 1.3; unbounded it would be 1.1 + 2.0) and 2.0 s (over).  While
+        # it lasts, the client also sends the final ACK unasked (at 0.03, 0.09, 0.22, 0.47, 0.97
+        # and 1.97 s): those are read away before each repeat, whose answer comes within 0.1 s.
+        for wait in (0.3, 0.8, 0.9):
             time.sleep(wait)
+            server.tid.quiet(0.01)
             server.send(codec.encode_data(last, b"end"))
             try:
-                answered.append(server.recv(timeout=0.5))
+                answered.append(server.recv(timeout=0.1))
             except socket.timeout:
                 answered.append(None)
-    client.wait_dallying(5)
+        dally.join(5)
     assert answered == [codec.Ack(last), codec.Ack(last), None]
     assert out.read_bytes() == b"".join(bytes([n]) * 512 for n in range(1, last)) + b"end"
+
+
+@pytest.mark.parametrize("full_blocks", [0, 2])
+def test_dally_resends_the_final_ack_unasked_and_ends_once_the_server_is_gone(tmp_path, pool, full_blocks):
+    # Here the server missed the final ACK: the copy the dallying client sends within 50 ms reaches
+    # it, long before the server's own retransmission would (timeout 5 s).  The server then closes
+    # its port; the next copy meets the closed port, and the dally ends there instead of after
+    # 2 x timeout (10 s).
+    with FakeServer() as server:
+        last, dally = _download_to_the_last_ack(server, pool, tmp_path / "f", full_blocks, timeout=5.0)
+        assert server.recv(timeout=1.0) == codec.Ack(last)
+        server.tid.sock.close()
+        dally.join(3.0)
+        assert not dally.is_alive()
+
+
+def test_no_unasked_final_ack_to_a_server_that_answers_from_its_request_port(tmp_path, pool):
+    # busybox tftpd under udpsvd answers from the port the request went to, where udpsvd listens
+    # again at once: a copy of the final ACK there would be taken for a new request
+    with FakeServer() as server:
+        last, dally = _download_to_the_last_ack(server, pool, tmp_path / "f", 0, via=server.listen, timeout=0.25)
+        assert server.listen.quiet(0.3) == []
+        server.send(codec.encode_data(last, b"end"), server.listen)  # a repeat is answered all the same
+        assert server.listen.recv(1.0)[0] == codec.Ack(last)
+        dally.join(5)
+        assert not dally.is_alive()
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])

@@ -192,6 +192,21 @@ def test_client_with_tftpd_hpa_over_ipv6(root, out):
     assert same(root / "f.bin", out / "f.bin")
 
 
+def test_client_dally_ends_when_tftpd_hpa_closes_its_port(root, out):
+    # The download returns at once; its dally (re-ACKing a repeated last block) would last
+    # 2 x timeout, 10 s here, but the server exits once it has the final ACK, and the copy of
+    # that ACK the client sends within 50 ms meets the closed port: the dally ends then.
+    # (busybox tftpd answers from its request port, where no copy is sent: see test_tftp_client.)
+    fill(str(root / "f.bin"), 3000)
+    with tftpd_hpa(str(root)) as port:
+        before = set(client._dallying)
+        client.download("127.0.0.1", "f.bin", str(out / "f.bin"), port=port, timeout=5.0)
+        (dally,) = set(client._dallying) - before
+        dally.join(3.0)
+        assert not dally.is_alive()
+    assert same(root / "f.bin", out / "f.bin")
+
+
 # ------------------------------------------------------------------ the fastnet client with busybox tftpd
 # busybox tftpd knows blksize and tsize (tsize only for downloads), no windowsize, octet mode only.
 # The client's timeout/retries bound every wait: at most about a minute per transfer.

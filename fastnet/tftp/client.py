@@ -26,6 +26,7 @@ file objects without a descriptor stay on the per-packet Python loop below.
 from __future__ import annotations
 
 import io
+import math
 import os
 import socket
 import stat
@@ -211,7 +212,16 @@ def wait_dallying(timeout: float | None = None) -> None:
 class _Dally(threading.Thread):
     """Keeps the socket after the final ACK and re-ACKs a repeated last DATA (RFC 1350 dallying):
     for 2 x timeout, doubled by each repeat (the server backs off between its retransmissions
-    too), at most *retries* times."""
+    too), at most *retries* times.
+
+    It also ends as soon as the server is known to be done.  A duplicate of the final ACK, sent
+    now and then (after timeout / 8 but no later than 50 ms, then at doubling intervals), is
+    harmless to a server that has the ACK (RFC 1123: a duplicate ACK is ignored), completes the
+    transfer for one that lost it, and, once the server has closed its port, comes back as an
+    ICMP port unreachable (``IP_RECVERR``).  Where no ICMP comes back, the dally runs its course;
+    so it does without those copies when the server answered from the port the request went to
+    (busybox tftpd under udpsvd does): there a copy would be taken for a new request.
+    """
 
     def __init__(self, channel: _Channel, peer: tuple, last_block: int, final_ack: bytes) -> None:
         super().__init__(name="fastnet-tftp-dally", daemon=False)
@@ -221,7 +231,11 @@ class _Dally(threading.Thread):
         self._ack = final_ack
         self._span = min(2 * channel.timeout, _DALLY_MAX)
         self._renewals = channel.retries
-        self._until = time.monotonic() + self._span
+        now = time.monotonic()
+        self._until = now + self._span
+        self._probe_every = min(channel.timeout / 8, 0.05)
+        own_port = not _same_peer(peer, channel.server)  # the server's TID is not its request port
+        self._next_probe = now + self._probe_every if own_port else math.inf
 
     def start(self) -> None:
         _dallying.add(self)
@@ -229,32 +243,44 @@ class _Dally(threading.Thread):
 
     def run(self) -> None:
         channel = self._channel
+        sock = channel.sock
         try:
             while True:
-                left = self._until - time.monotonic()
+                now = time.monotonic()
+                left = self._until - now
                 if left <= 0:
                     return
-                channel.set_timeout(min(left, 0.25))
+                if now >= self._next_probe:
+                    self._probe_every *= 2
+                    self._next_probe = now + self._probe_every
+                    if not self._send_ack():
+                        return
+                channel.set_timeout(min(left, self._next_probe - now, 0.25))
                 try:
-                    data, addr = channel.sock.recvfrom(codec.MAX_BLKSIZE + 4)
-                except OSError:
+                    data, addr = sock.recvfrom(codec.MAX_BLKSIZE + 4)
+                except OSError as exc:
+                    if exc.errno in _recverr.LATE_ERRNOS and _recverr.refused(sock, self._peer):
+                        return  # the server's port is closed: it is done with this transfer
                     continue
                 if _same_peer(addr, self._peer) and len(data) >= 4 and data[1] == 3:
-                    if ((data[2] << 8) | data[3]) == self._last:
-                        self._reack()
+                    if ((data[2] << 8) | data[3]) == self._last and self._send_ack() and self._renewals > 0:
+                        self._renewals -= 1
+                        self._span = min(2 * self._span, _DALLY_MAX)
+                        self._until = time.monotonic() + self._span
         finally:
             channel.close()
             _dallying.discard(self)
 
-    def _reack(self) -> None:
+    def _send_ack(self) -> bool:
+        """Send the final ACK again; False when the server is known to be gone."""
+        sock = self._channel.sock
         try:
-            self._channel.sock.sendto(self._ack, self._peer)
-        except OSError:  # the server is gone after all: nothing is lost, the file is complete
-            return
-        if self._renewals > 0:
-            self._renewals -= 1
-            self._span = min(2 * self._span, _DALLY_MAX)
-            self._until = time.monotonic() + self._span
+            sock.sendto(self._ack, self._peer)
+        except OSError as exc:
+            # an ICMP error for an earlier datagram: most likely our last probe met a closed port
+            if exc.errno in _recverr.LATE_ERRNOS and _recverr.refused(sock, self._peer):
+                return False
+        return True
 
 
 def _open_target(local: LocalFile | None, remote: str) -> tuple[BinaryIO, str | None, str | None]:
