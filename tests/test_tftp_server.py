@@ -228,6 +228,26 @@ def test_dally_outlasts_a_client_whose_final_acks_keep_getting_lost(root, mode):
     assert leftovers(str(root)) == []
 
 
+@pytest.mark.parametrize("mode", ["octet", "netascii"])  # the engine's session, the per-packet one
+def test_an_upload_window_the_server_accepted_arrives_whole(root, mode):
+    # 64 x 65464 bytes is lowered to the server's 1 MiB cap (16 blocks) and then, if need be, to
+    # what its socket can queue under net.core.rmem_max; a window it agreed to, sent as one
+    # burst, must then arrive whole: the answer is the ACK of its last block, not of a gap.
+    blksize = 65464
+    with fastnet_server(str(root), allow_write=True, timeout=1.0) as server, RawPeer() as peer:
+        peer.send(codec.encode_wrq("w.bin", mode, {"blksize": blksize, "windowsize": 64}), server.port)
+        oack, tid = peer.recv()
+        window = int(oack.options["windowsize"])
+        assert 1 <= window <= 16 and int(oack.options["blksize"]) == blksize
+        payloads = [bytes([65 + n % 26]) * blksize for n in range(window)]
+        for n, payload in enumerate(payloads, 1):
+            peer.send(codec.encode_data(n, payload), tid)
+        assert peer.recv()[0] == codec.Ack(window)
+        peer.send(codec.encode_data(window + 1, b"end"), tid)
+        assert peer.recv()[0] == codec.Ack(window + 1)
+    assert (root / "w.bin").read_bytes() == b"".join(payloads) + b"end"
+
+
 def test_tsize_beyond_free_space_is_error_3(root):
     with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
         peer.send(codec.encode_wrq("huge.bin", options={"tsize": 10**18}), server.port)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import stat
 import tempfile
 from typing import Any, BinaryIO
@@ -29,6 +30,7 @@ __all__ = [
     "parse_uint",
     "free_space",
     "temp_beside",
+    "fit_window",
     "MODES",
 ]
 
@@ -116,6 +118,26 @@ def temp_beside(final: str, prefix: str, suffix: str = ".part") -> tuple[int, st
         os.unlink(tmp)
         raise
     return fd, tmp
+
+
+def fit_window(sock: socket.socket, blksize: int, window: int) -> int:
+    """The largest window, up to *window*, whose burst of DATA the receive buffer of *sock* can
+    queue at once, after asking the kernel for a buffer that holds all of *window* (it grants at
+    most ``net.core.rmem_max``).  A burst larger than the buffer loses its tail on every window.
+
+    The kernel charges a datagram about twice its size against the buffer (and reports twice
+    the size it was asked for, of which half is usable).
+    """
+    per = 2 * blksize + 1024
+    want = window * per
+    try:
+        have = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+        if have < want:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, want)
+            have = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    except OSError:  # pragma: no cover - a kernel that refuses: what it has is what there is
+        return 1
+    return max(1, min(window, have // per))
 
 
 class BlockSource:

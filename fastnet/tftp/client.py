@@ -44,6 +44,7 @@ from ._transfer import (
     BlockSink,
     BlockSource,
     TransferStats,
+    fit_window,
     free_space,
     parse_uint,
     temp_beside,
@@ -126,10 +127,6 @@ class _Channel:
         elif _recverr.refused_by(errors, peer):
             raise TftpRefused(_gone(peer))
         return bool(errors)
-
-    def rcvbuf(self) -> int:
-        # Linux reports twice the usable size; the usable half is what matters here
-        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
 
     def close(self) -> None:
         self.sock.close()
@@ -343,9 +340,7 @@ def download(
     if windowsize is not None:
         # never ask for a window the kernel cannot queue at once: a burst larger than the
         # receive buffer is a certain loss on every window
-        # (the kernel charges a datagram about twice its size against the buffer)
-        fits = max(1, channel.rcvbuf() // (2 * (blksize or codec.DEFAULT_BLKSIZE) + 1024))
-        options["windowsize"] = min(windowsize, fits)
+        options["windowsize"] = fit_window(channel.sock, blksize or codec.DEFAULT_BLKSIZE, windowsize)
     stats = TransferStats(filename=remote, direction="download", peer=channel.server)
     try:
         fileobj, tmp, final = _open_target(local, remote)

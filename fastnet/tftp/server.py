@@ -51,7 +51,16 @@ from typing import Any
 from .. import _recverr
 from .._cli import bind, format_address
 from . import codec, engine
-from ._transfer import MAX_WINDOWSIZE, BlockSink, BlockSource, TransferStats, free_space, parse_uint, temp_beside
+from ._transfer import (
+    MAX_WINDOWSIZE,
+    BlockSink,
+    BlockSource,
+    TransferStats,
+    fit_window,
+    free_space,
+    parse_uint,
+    temp_beside,
+)
 
 __all__ = ["TftpServer", "DEFAULT_PORT"]
 
@@ -1221,6 +1230,11 @@ class TftpServer:
         else:
             self._check_write(path)
             accepted, blksize, window, timeout = _negotiate(self, request.options, False, netascii, None, directory)
+            if window > 1:
+                # the client sends a window at a time: the transfer socket must queue all of it,
+                # or a smaller window is answered (RFC 7440 lets the server lower it)
+                window = fit_window(sock, blksize, window)
+                accepted["windowsize"] = window
         stats = TransferStats(
             filename=name, direction=direction_of(is_read), peer=addr, blksize=blksize, windowsize=window,
             options=dict(accepted), total=size if is_read else None,
