@@ -26,6 +26,7 @@
 #define GRO_SLOT 65536u        /* a coalesced GRO datagram is at most this long */
 #define GRO_SLOTS 16u
 #define DIRECT_WRITE 8192u      /* payloads this large skip the receiver's staging buffer */
+#define PENDING_MAX 64u         /* receiver: direct payloads gathered into one writev() */
 #define READ_WHOLE 32768u       /* blocks this large are read a window at a time */
 #define SPLICE_MIN 32768u       /* blocks this large (too large for GSO batches) go by splice() */
 #define SPLICE_PIPE (128u * 1024u) /* 32 pipe slots: a 65464-byte block spans at most 17 pages */
@@ -47,6 +48,8 @@ typedef struct {
     int splice;                     /* sender: blocks go file -> pipe -> socket, never copied */
     int pipe_rd, pipe_wr;           /* the pipe of the splice path (-1: none) */
     uint8_t head[4 + 8192];         /* sender, splice path: header and a block's copied head */
+    struct iovec pending[PENDING_MAX]; /* receiver: direct payloads, in the slots, not yet written */
+    unsigned npending;
     struct timeval orig_rcvtimeo;
 } scratch_t;
 
@@ -876,7 +879,37 @@ static int write_all(tftp_session *s, const uint8_t *p, size_t len)
     return 0;
 }
 
-static int flush_stage(tftp_session *s)
+/* The direct payloads gathered so far, in one writev(): they point into the receive slots, so
+ * this runs before the slots are read into again.  A short write goes on from where it ended. */
+static int write_pending(tftp_session *s)
+{
+    scratch_t *sc = s->scratch;
+    struct iovec *v = sc->pending;
+    unsigned n = sc->npending;
+    sc->npending = 0;
+    while (n > 0) {
+        ssize_t w = writev(s->fd, v, (int)n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            s->error_errno = errno;
+            return -1;
+        }
+        size_t done = (size_t)w;
+        while (n > 0 && done >= v->iov_len) {
+            done -= v->iov_len;
+            v++;
+            n--;
+        }
+        if (n > 0) {
+            v->iov_base = (uint8_t *)v->iov_base + done;
+            v->iov_len -= done;
+        }
+    }
+    return 0;
+}
+
+static int write_stage(tftp_session *s)
 {
     if (s->stage_have && write_all(s, s->stage, s->stage_have) < 0)
         return -1;
@@ -884,15 +917,31 @@ static int flush_stage(tftp_session *s)
     return 0;
 }
 
+/* Everything received and counted goes to the file (the two kinds of buffering are never both
+ * non-empty: each flushes the other before it takes a payload). */
+static int flush_stage(tftp_session *s)
+{
+    return write_pending(s) < 0 ? -1 : write_stage(s);
+}
+
 static int stage_write(tftp_session *s, const uint8_t *p, size_t n)
 {
-    if (n >= DIRECT_WRITE) { /* a big block is written as it is: no copy through the stage */
-        if (flush_stage(s) < 0 || write_all(s, p, n) < 0)
+    scratch_t *sc = s->scratch;
+    if (n >= DIRECT_WRITE) {
+        /* a big block is written from its slot, not copied through the stage; the blocks of one
+         * recvmmsg() go in one writev(), which also fills the pages two blocks share in one go */
+        if (write_stage(s) < 0)
             return -1;
+        sc->pending[sc->npending].iov_base = (void *)p;
+        sc->pending[sc->npending].iov_len = n;
         s->bytes += n;
+        if (++sc->npending == PENDING_MAX && write_pending(s) < 0)
+            return -1;
         return 0;
     }
-    if (s->stage_have + n > s->stage_cap && flush_stage(s) < 0)
+    if (write_pending(s) < 0)
+        return -1;
+    if (s->stage_have + n > s->stage_cap && write_stage(s) < 0)
         return -1;
     memcpy(s->stage + s->stage_have, p, n);
     s->stage_have += n;
@@ -925,6 +974,8 @@ static int datagram(tftp_session *s, const uint8_t *p, size_t n, double t)
             }
             if (s->in_window >= s->window) {
                 s->in_window = 0;
+                if (write_pending(s) < 0) /* a window is ACKed once it is written */
+                    return s->outcome = TFTP_ENGINE_IO_ERROR;
                 send_ack(s, block);
             }
         } else if (s->window == 1) {
@@ -934,6 +985,8 @@ static int datagram(tftp_session *s, const uint8_t *p, size_t n, double t)
             /* a gap inside the window (RFC 7440): ACK the last good block, once */
             s->gap_acked = 1;
             s->in_window = 0;
+            if (write_pending(s) < 0)
+                return s->outcome = TFTP_ENGINE_IO_ERROR;
             send_ack(s, s->base - 1);
             s->retransmissions++;
         }
@@ -1037,6 +1090,8 @@ static int run_receiver(tftp_session *s)
                     break;
             }
         }
+        if (write_pending(s) < 0) /* before the slots are read into again */
+            return s->outcome = TFTP_ENGINE_IO_ERROR;
     }
 }
 

@@ -265,8 +265,11 @@ sys.exit(main(["serve", sys.argv[1], "--port", sys.argv[2], "--write", "--timeou
 """
 
 
-def test_full_disk_during_upload_is_error_3_and_removes_the_temporary_file(root, tmp_path, impl_env):
-    # RLIMIT_FSIZE makes writes past 20000 bytes fail (EFBIG) as a full disk would (ENOSPC)
+@pytest.mark.parametrize("options", [{}, {"blksize": 8192, "windowsize": 4}], ids=["staged", "gathered"])
+def test_full_disk_during_upload_is_error_3_and_removes_the_temporary_file(root, tmp_path, impl_env, options):
+    # RLIMIT_FSIZE makes writes past 20000 bytes fail (EFBIG) as a full disk would (ENOSPC).
+    # Small blocks are staged; big ones go to the file in one writev() per batch, which here
+    # stops short at 20000 bytes and fails on the next call.
     from conftest import free_port
     from tftp_helpers import wait_for_tftp
 
@@ -278,7 +281,7 @@ def test_full_disk_during_upload_is_error_3_and_removes_the_temporary_file(root,
     try:
         wait_for_tftp(port)
         with pytest.raises(TftpRemoteError) as info:
-            client.upload("127.0.0.1", str(src), "big.bin", port=port, timeout=0.5, tsize=False)
+            client.upload("127.0.0.1", str(src), "big.bin", port=port, timeout=0.5, tsize=False, **options)
         assert info.value.code == 3
     finally:
         proc.send_signal(signal.SIGTERM)
