@@ -18,6 +18,9 @@ its whole process's (``getrusage(RUSAGE_CHILDREN)`` around the run); from both, 
 client spends fetching a 1-byte file (start-up, request and exit) is taken away.  With curl as the
 client it bounds what any lockstep server can reach.
 
+Uploads (no target) are measured too: curl and the fastnet client put the file back into the
+server, which writes it to a new file on disk each run.
+
 tftpy is slow: its runs use a smaller file (``--tftpy-size``, 8 MiB by default) and the table says
 so; MiB/s and CPU per MiB are rates, so they are comparable, but not measured on the same size.
 """
@@ -58,6 +61,17 @@ cpu = time.process_time() - cpu  # the transfer's own CPU: no start-up, no exit
 print(f"{s.seconds:.6f} {s.bytes} {cpu:.6f} {s.retransmissions} {s.options.get('windowsize', 1)}")
 sys.stdout.flush()
 os._exit(0)  # skip the final dally (it does not count, but it would slow the benchmark down)
+"""
+
+FASTNET_PUT = r"""
+import os, sys, time
+from fastnet.tftp import client
+host, port, name, blksize, window = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+cpu = time.process_time()
+s = client.upload(host, name, "up-fastnet.bin", port=port, blksize=blksize,
+                  windowsize=window if window > 1 else None, timeout=1.0, retries=8)
+cpu = time.process_time() - cpu
+print(f"{s.seconds:.6f} {s.bytes} {cpu:.6f} {s.retransmissions} {s.options.get('windowsize', 1)}")
 """
 
 TFTPY_SERVER = r"""
@@ -164,9 +178,11 @@ class Server:
         self.kind, self.root = kind, root
         self.port = free_udp_port()
         if kind == "fastnet":
-            args = [sys.executable, "-m", "fastnet.tftp", "serve", root, "--port", str(self.port), "--quiet"]
+            args = [sys.executable, "-m", "fastnet.tftp", "serve", root, "--port", str(self.port), "--quiet",
+                    "--write", "--overwrite"]
         elif kind == "tftpd-hpa":
-            args = [shutil.which("in.tftpd") or "/usr/sbin/in.tftpd", "-L", "-s", root, "-a", f"127.0.0.1:{self.port}"]
+            args = [shutil.which("in.tftpd") or "/usr/sbin/in.tftpd", "-L", "-c", "-s", root, "-a",
+                    f"127.0.0.1:{self.port}"]
             if os.geteuid() == 0:
                 args += ["-u", "root"]
         elif kind == "tftpy":
@@ -204,6 +220,11 @@ def run_client(kind: str, server, name: str, blksize: int, window: int, cpu: str
     if kind == "curl":
         args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{size_download}",
                 "--tftp-blksize", str(blksize), f"tftp://127.0.0.1:{server.port}/{name}"]
+    elif kind == "curl-put":  # uploads: the file in the served directory goes back in as up-curl.bin
+        args = ["curl", "-sS", "-T", name, "-w", "%{time_total} %{size_upload}",
+                "--tftp-blksize", str(blksize), f"tftp://127.0.0.1:{server.port}/up-curl.bin"]
+    elif kind == "fastnet-put":
+        args = [sys.executable, "-c", FASTNET_PUT, "127.0.0.1", str(server.port), name, str(blksize), str(window)]
     elif kind == "dd":  # no network: the file read into a block-sized buffer, as a client receives it
         args = ["dd", f"if={name}", "of=/dev/null", f"bs={blksize}"]
     else:
@@ -222,7 +243,12 @@ def run_client(kind: str, server, name: str, blksize: int, window: int, cpu: str
         seconds, got = float(parts[0]), int(float(parts[1]))
     if got != size:
         raise RuntimeError(f"{kind} got {got} bytes of {size}")
-    return seconds, float(parts[2]) if kind == "fastnet" else None
+    if kind.endswith("-put"):  # the server wrote it: check, and remove it (a new file each run)
+        uploaded = os.path.join(server.root, "up-curl.bin" if kind == "curl-put" else "up-fastnet.bin")
+        if os.path.getsize(uploaded) != size:
+            raise RuntimeError(f"{kind}: the server wrote {os.path.getsize(uploaded)} bytes of {size}")
+        os.unlink(uploaded)
+    return seconds, float(parts[2]) if kind in ("fastnet", "fastnet-put") else None
 
 
 def client_cpu() -> float:
@@ -421,6 +447,11 @@ def main(argv=None) -> int:
                 pairs = [("tftpd-hpa", c, blksize, 1) for blksize in (512, 1468) for c in ("fastnet", "curl")]
                 for pair, value in group(pairs).items():
                     results[("clients", *pair)] = value
+                # uploads (no target; into a new file on disk each run, not /dev/null)
+                pairs = [(kind, "curl-put", blksize, 1) for blksize in (1468, 65464) for kind in ("fastnet", "tftpd-hpa")]
+                pairs += [("fastnet", "fastnet-put", blksize, 16) for blksize in (1468, 65464)]
+                for pair, value in group(pairs).items():
+                    results[("uploads", *pair)] = value
             finally:
                 for server in servers.values():
                     server.stop()
@@ -486,6 +517,11 @@ def main(argv=None) -> int:
                 f, c = results[("clients", "tftpd-hpa", "fastnet", blksize, 1)][0], results[("clients", "tftpd-hpa", "curl", blksize, 1)][0]
                 check(f"fastnet client >= curl against tftpd-hpa, blksize {blksize}: {f:.1f} vs {c:.1f} MiB/s "
                       f"({f / c:.2f}x)", f >= c)
+            for blksize in (1468, 65464):
+                f, h = (results[("uploads", kind, "curl-put", blksize, 1)][0] for kind in ("fastnet", "tftpd-hpa"))
+                w = results[("uploads", "fastnet", "fastnet-put", blksize, 16)][0]
+                print(f"- uploads (no target), blksize {blksize}: curl into the fastnet server {f:.1f} vs tftpd-hpa "
+                      f"{h:.1f} MiB/s ({f / h:.2f}x); the fastnet client at windowsize 16 {w:.1f} MiB/s ({w / h:.2f}x)")
     print()
     print("all targets met" if all_met else "some targets NOT met")
     return 0
