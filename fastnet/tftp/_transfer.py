@@ -27,6 +27,7 @@ __all__ = [
     "MAX_WINDOWSIZE",
     "MIN_TIMEOUT",
     "MAX_TIMEOUT",
+    "DALLY_MAX",
     "parse_uint",
     "free_space",
     "temp_beside",
@@ -37,6 +38,7 @@ __all__ = [
 MAX_WINDOWSIZE = 65535  # RFC 7440
 MIN_TIMEOUT = 1  # RFC 2349, seconds
 MAX_TIMEOUT = 255
+DALLY_MAX = 10.0  # seconds: the longest a final dally listens after an ACK (or re-ACK) of the last block
 MODES = ("octet", "netascii")
 _READ_CHUNK = 1 << 20
 

@@ -39,6 +39,7 @@ from .. import _recverr
 from .._cli import format_address
 from . import codec, engine
 from ._transfer import (
+    DALLY_MAX,
     MAX_WINDOWSIZE,
     MODES,
     BlockSink,
@@ -55,7 +56,6 @@ __all__ = ["download", "upload", "wait_dallying", "TransferStats", "DEFAULT_PORT
 
 DEFAULT_PORT = 69
 _MAX_BACKOFF = 8.0  # a single wait never exceeds this many times the base timeout
-_DALLY_MAX = 10.0  # the longest the final dally listens after an ACK (or a re-ACK) of the last block
 _PROGRESS_EVERY = 0.1  # seconds between progress callbacks
 _RCVBUF = 4 << 20  # ask for a large receive buffer: a window of big blocks arrives at once
 
@@ -226,7 +226,7 @@ class _Dally(threading.Thread):
         self._peer = peer
         self._last = last_block & 0xFFFF
         self._ack = final_ack
-        self._span = min(2 * channel.timeout, _DALLY_MAX)
+        self._span = min(2 * channel.timeout, DALLY_MAX)
         self._renewals = channel.retries
         now = time.monotonic()
         self._until = now + self._span
@@ -262,7 +262,7 @@ class _Dally(threading.Thread):
                 if _same_peer(addr, self._peer) and len(data) >= 4 and data[1] == 3:
                     if ((data[2] << 8) | data[3]) == self._last and self._send_ack() and self._renewals > 0:
                         self._renewals -= 1
-                        self._span = min(2 * self._span, _DALLY_MAX)
+                        self._span = min(2 * self._span, DALLY_MAX)
                         self._until = time.monotonic() + self._span
         finally:
             channel.close()

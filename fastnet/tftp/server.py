@@ -52,6 +52,7 @@ from .. import _recverr
 from .._cli import bind, format_address
 from . import codec, engine
 from ._transfer import (
+    DALLY_MAX,
     MAX_WINDOWSIZE,
     BlockSink,
     BlockSource,
@@ -75,14 +76,11 @@ _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _GONE = "client gone: connection refused"
 
 
-_DALLY_MAX = 10.0
-
-
 def _dally_seconds(timeout: float) -> float:
     """How long the final ACK of an upload is kept answerable: long enough for the client's
     retransmissions of its last block with backoff (timeout, 3x, 7x ...) to reach us, capped.
     Each repeated last block that arrives doubles it (see ``_SessionCommon._dally_reack``)."""
-    return min(max(4 * timeout, 0.5), _DALLY_MAX)
+    return min(max(4 * timeout, 0.5), DALLY_MAX)
 
 
 class _Refused(Exception):
@@ -257,7 +255,7 @@ class _SessionCommon:
         timer = self._timer
         if self._dally_renewals > 0 and timer is not None:
             self._dally_renewals -= 1
-            self._dally_for = min(2 * self._dally_for, _DALLY_MAX)
+            self._dally_for = min(2 * self._dally_for, DALLY_MAX)
             timer.cancel()
             self._timer = self._loop.call_later(self._dally_for, self.close_transport)
 
