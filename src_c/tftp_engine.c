@@ -939,7 +939,7 @@ static int stage_write(tftp_session *s, const uint8_t *p, size_t n)
             return -1;
         return 0;
     }
-    if (write_pending(s) < 0)
+    if (sc->npending && write_pending(s) < 0) /* the big blocks before this one go first */
         return -1;
     if (s->stage_have + n > s->stage_cap && write_stage(s) < 0)
         return -1;
@@ -974,7 +974,7 @@ static int datagram(tftp_session *s, const uint8_t *p, size_t n, double t)
             }
             if (s->in_window >= s->window) {
                 s->in_window = 0;
-                if (write_pending(s) < 0) /* a window is ACKed once it is written */
+                if (write_pending(s) < 0) /* its big blocks are written before the ACK, as before */
                     return s->outcome = TFTP_ENGINE_IO_ERROR;
                 send_ack(s, block);
             }

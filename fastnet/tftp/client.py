@@ -274,9 +274,11 @@ class _Dally(threading.Thread):
         try:
             sock.sendto(self._ack, self._peer)
         except OSError as exc:
-            # an ICMP error for an earlier datagram: most likely our last probe met a closed port
+            # an ICMP error for an earlier datagram, and this one was not sent: most likely our
+            # last copy met the closed port; if not, send this one once more
             if exc.errno in _recverr.LATE_ERRNOS and _recverr.refused(sock, self._peer):
                 return False
+            _recverr.send_again(sock, self._ack, self._peer, exc)
         return True
 
 
