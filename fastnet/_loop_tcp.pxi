@@ -346,51 +346,65 @@ cdef class _TCPTransport:
         self.write(b"".join(list_of_data))
 
     cdef int _do_write(self) except -1:
+        """Send from the queue until it is empty or the socket is full.
+
+        Edge-triggered: EPOLLOUT comes again only after the socket has been full, so a call that
+        stopped with the socket still writable would leave the rest of the queue waiting for an
+        event that never comes.  Hence the loop over batches of MAX_IOV items."""
         cdef iovec iov[MAX_IOV]
         cdef msghdr msg
-        cdef Py_ssize_t count = len(self._buffer)
-        cdef Py_ssize_t i, sent, left
+        cdef Py_ssize_t count, i, sent, left, total
         cdef ssize_t n
         cdef int err
         cdef object item
-        if self._conn_lost:
-            return 0
-        if count > MAX_IOV:
-            count = MAX_IOV
-        for i in range(count):
-            item = self._buffer[i]
-            iov[i].iov_base = PyBytes_AS_STRING(item)
-            iov[i].iov_len = PyBytes_GET_SIZE(item)
-        iov[0].iov_base = <char *>iov[0].iov_base + self._buffer_offset
-        iov[0].iov_len -= self._buffer_offset
-        if count == 1:
-            n = send(self._sock_fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
-        else:
-            memset_msghdr(&msg)
-            msg.msg_iov = iov
-            msg.msg_iovlen = count
-            n = sendmsg(self._sock_fd, &msg, MSG_NOSIGNAL)
-        err = errno
-        if n < 0:
-            if err == EAGAIN or err == EINTR:
+        while True:
+            if self._conn_lost:
                 return 0
-            self._buffer.clear()
-            self._buffer_size = 0
-            self._buffer_offset = 0
-            self._fatal_error(_oserror(err), "Fatal write error on socket transport")
-            return 0
-        # consume n bytes from the queue
-        self._buffer_size -= n
-        sent = n
-        while sent:
-            left = PyBytes_GET_SIZE(self._buffer[0]) - self._buffer_offset
-            if sent >= left:
-                sent -= left
-                del self._buffer[0]
-                self._buffer_offset = 0
+            count = len(self._buffer)
+            if count == 0:
+                break
+            if count > MAX_IOV:
+                count = MAX_IOV
+            total = -self._buffer_offset
+            for i in range(count):
+                item = self._buffer[i]
+                iov[i].iov_base = PyBytes_AS_STRING(item)
+                iov[i].iov_len = PyBytes_GET_SIZE(item)
+                total += PyBytes_GET_SIZE(item)
+            iov[0].iov_base = <char *>iov[0].iov_base + self._buffer_offset
+            iov[0].iov_len -= self._buffer_offset
+            if count == 1:
+                n = send(self._sock_fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
             else:
-                self._buffer_offset += sent
-                sent = 0
+                memset_msghdr(&msg)
+                msg.msg_iov = iov
+                msg.msg_iovlen = count
+                n = sendmsg(self._sock_fd, &msg, MSG_NOSIGNAL)
+            err = errno
+            if n < 0:
+                if err == EINTR:
+                    continue
+                if err == EAGAIN:
+                    return 0
+                self._buffer.clear()
+                self._buffer_size = 0
+                self._buffer_offset = 0
+                self._fatal_error(_oserror(err), "Fatal write error on socket transport")
+                return 0
+            # consume n bytes from the queue
+            self._buffer_size -= n
+            sent = n
+            while sent:
+                left = PyBytes_GET_SIZE(self._buffer[0]) - self._buffer_offset
+                if sent >= left:
+                    sent -= left
+                    del self._buffer[0]
+                    self._buffer_offset = 0
+                else:
+                    self._buffer_offset += sent
+                    sent = 0
+            if n < total:
+                break   # the socket is full: EPOLLOUT says when it has room again
         self._maybe_resume_protocol()   # may append to the buffer
         if not self._buffer_size:
             if self._closing:

@@ -465,6 +465,53 @@ def test_write_flow_control_slow_reader(loop):
     assert events.index("pause") < events.index("resume")
 
 
+@pytest.mark.parametrize("pieces", [63, 64, 65, 200, 5000])
+def test_many_small_writes_behind_a_full_socket_all_arrive_then_eof(loop, pieces):
+    """Small writes queued behind a full socket: once the peer reads, every byte goes out, in
+    order, then the FIN of close() and connection_lost().
+
+    An edge-triggered transport that sends a bounded number of queued pieces per writable event
+    must go on while the socket takes them: the next EPOLLOUT comes only after the socket was full
+    again, so a stop with room left would strand the rest of the queue (and close() with it)."""
+
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        lsock.setblocking(False)
+        try:
+            tr, proto = await loop.create_connection(CollectProtocol, *lsock.getsockname())
+            conn, _ = await loop.sock_accept(lsock)
+            conn.setblocking(False)
+            tr.set_write_buffer_limits(high=1 << 30)  # no pause: this test is about the queue
+            head = b"h" * (1 << 16)
+            written = bytearray()
+            while tr.get_write_buffer_size() == 0 and len(written) < (64 << 20):
+                tr.write(head)  # until the socket is full and the transport queues
+                written += head
+            assert tr.get_write_buffer_size() > 0
+            for i in range(pieces):
+                piece = b"%07d" % i + b"." * 93  # 100 bytes, numbered: order is checked too
+                tr.write(piece)
+                written += piece
+            tr.close()
+            received = bytearray()
+            while True:
+                data = await asyncio.wait_for(loop.sock_recv(conn, 1 << 20), 5)
+                if not data:
+                    break
+                received += data
+            conn.close()
+            await asyncio.wait_for(proto.lost, 5)
+            return bytes(received), bytes(written)
+        finally:
+            lsock.close()
+
+    received, written = run(loop, main())
+    assert len(received) == len(written)
+    assert received == written
+
+
 def test_set_write_buffer_limits_validation(loop):
     async def main():
         server, (host, port) = await _echo_server(loop)
