@@ -207,8 +207,7 @@ cdef class _UDPTransport:
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
-                    self._fatal_error(exc, "Fatal error: protocol.error_received() call failed.")
-                    return 0
+                    self._callback_failed(exc, "error_received")
             else:
                 if addrlen == 0 or self._address is not None:
                     peer = self._extra["peername"] if self._address is not None else None
@@ -219,11 +218,19 @@ cdef class _UDPTransport:
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
-                    self._fatal_error(exc, "Fatal read error on datagram transport")
-                    return 0
+                    self._callback_failed(exc, "datagram_received")
             if not self._reading or self._closing:
                 return 0
         self._schedule_read()
+        return 0
+
+    cdef int _callback_failed(self, object exc, str name) except -1:
+        """A protocol callback raised: one datagram's problem, as in asyncio, where the exception
+        reaches the loop's exception handler and the endpoint goes on serving."""
+        self._loop.call_exception_handler({
+            "message": f"Exception in callback {type(self._protocol).__qualname__}.{name}()",
+            "exception": exc, "transport": self, "protocol": self._protocol,
+        })
         return 0
 
     cdef bint _convert(self, object addr) except -1:
@@ -320,7 +327,8 @@ cdef class _UDPTransport:
             if addr is not None and addr is not self._address and addr != self._address:
                 raise ValueError(f"Invalid address: must be None or {self._address}")
             addr = self._address
-        if self._conn_lost and self._address is not None:
+        if self._conn_lost and (self._address is not None or self._sock is None):
+            # closed: its descriptor may already be another socket's, so nothing goes out
             if self._conn_lost >= _CONNLOST_THRESHOLD:
                 logger.warning("socket.send() raised exception.")
             self._conn_lost += 1

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from test_loop_common import loop, loop_kind, run  # noqa: F401  (fixtures)
+from test_loop_common import is_compiled_fastnet, loop, loop_kind, run  # noqa: F401  (fixtures)
 
 
 class Datagrams(asyncio.DatagramProtocol):
@@ -120,6 +120,120 @@ def test_udp_error_received_on_refused_port(loop):
     exc, closing = run(loop, main())
     assert isinstance(exc, ConnectionRefusedError)
     assert closing is False  # an error on one datagram does not end the endpoint
+
+
+class Raising(Datagrams):
+    """datagram_received and error_received raise on cue (after recording what they got)."""
+
+    def datagram_received(self, data, addr):
+        super().datagram_received(data, addr)
+        if data == b"boom":
+            raise ValueError("boom")
+
+    def error_received(self, exc):
+        super().error_received(exc)
+        raise RuntimeError("handler bug")
+
+
+def _collect_errors(loop):
+    contexts = []
+    loop.set_exception_handler(lambda _loop, context: contexts.append(context))
+    return contexts
+
+
+def test_udp_exception_in_datagram_received_goes_to_handler_endpoint_serves_on(loop):
+    """As in asyncio: a callback's exception is one datagram's problem, reported to the loop's
+    exception handler; the endpoint stays open and receives what follows."""
+    contexts = _collect_errors(loop)
+
+    async def main():
+        tr, proto = await loop.create_datagram_endpoint(Raising, local_addr=("127.0.0.1", 0))
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for data in (b"a", b"boom", b"c"):
+                sender.sendto(data, tr.get_extra_info("sockname"))
+            got = [(await asyncio.wait_for(proto.received.get(), 5))[0] for _ in range(3)]
+            return got, tr.is_closing(), proto.lost.done()
+        finally:
+            sender.close()
+            tr.close()
+
+    got, closing, lost = run(loop, main())
+    assert got == [b"a", b"boom", b"c"]
+    assert closing is False and lost is False
+    assert [type(c.get("exception")) for c in contexts] == [ValueError]
+
+
+def test_udp_exception_in_error_received_goes_to_handler_endpoint_serves_on(loop, loop_kind):
+    if loop_kind == "uvloop":
+        pytest.skip("uvloop 0.23 keeps the endpoint but reports the exception as unraisable")
+    contexts = _collect_errors(loop)
+
+    async def main():
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()
+        probe.close()
+        tr, proto = await loop.create_datagram_endpoint(Raising, remote_addr=dead)
+        try:
+            for _ in range(20):  # ICMP port unreachable arrives asynchronously
+                tr.sendto(b"anyone?")
+                try:
+                    await asyncio.wait_for(proto.errors.get(), 0.2)
+                    break
+                except asyncio.TimeoutError:
+                    continue
+            await asyncio.sleep(0.05)  # a close would call connection_lost by now
+            return tr.is_closing(), proto.lost.done()
+        finally:
+            tr.close()
+
+    closing, lost = run(loop, main())
+    assert closing is False and lost is False
+    assert contexts and all(type(c.get("exception")) is RuntimeError for c in contexts)
+
+
+def test_udp_sendto_after_close_sends_nothing_through_a_reused_descriptor(loop, loop_kind):
+    """A closed endpoint's descriptor number is soon another socket's: a late sendto() must not
+    send through it.  (Stock asyncio raises AttributeError there; fastnet's compiled loop drops
+    the datagram, as uvloop does.)"""
+
+    async def main():
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(0.3)
+        tr, proto = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+        old_fd = tr.get_extra_info("socket").fileno()
+        tr.close()
+        await proto.lost
+        others = []
+        try:
+            for _ in range(16):  # the next socket() takes the lowest free number: the old one
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                others.append(s)
+                if s.fileno() == old_fd:
+                    break
+            reused = others[-1].fileno() == old_fd
+            raised = None
+            try:
+                tr.sendto(b"late", rx.getsockname())
+            except AttributeError as exc:  # asyncio's (and so the twin's) way
+                raised = exc
+            try:
+                late = rx.recv(100)
+            except socket.timeout:
+                late = None
+            return reused, raised, late
+        finally:
+            rx.close()
+            for s in others:
+                s.close()
+
+    reused, raised, late = run(loop, main())
+    assert reused
+    assert late is None
+    if is_compiled_fastnet(loop_kind):
+        assert raised is None
 
 
 def test_udp_reuse_port_and_allow_broadcast(loop):
