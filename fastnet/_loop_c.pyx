@@ -96,12 +96,17 @@ cdef object _oserror(int err):
 
 
 cdef int _fileno(object fd) except -1:
+    cdef object n
     if isinstance(fd, int):
-        return fd
-    try:
-        return int(fd.fileno())
-    except (AttributeError, TypeError, ValueError):
-        raise ValueError(f"Invalid file object: {fd!r}") from None
+        n = fd
+    else:
+        try:
+            n = int(fd.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fd!r}") from None
+    if n < 0:
+        raise ValueError(f"Invalid file descriptor: {n}")
+    return n
 
 
 cdef extern from *:
@@ -334,8 +339,12 @@ cdef class _Core:
         return spare
 
     # -- poll and dispatch ---------------------------------------------------------------------
-    cdef int poll(self, int timeout_ms) except -1:
+    cdef int poll(self, int timeout_ms, object debug_loop) except -1:
+        """Wait for events; a transport's are handled at once (its protocol's callbacks run here),
+        other descriptors' handles go to the ready queue.  *debug_loop*: the loop in debug mode,
+        whose slow_callback_duration the transports' callbacks are timed against too."""
         cdef int n, i, fd, err = 0
+        cdef double t0, dt
         cdef uint32_t ev
         cdef uint64_t counter
         cdef object entry
@@ -364,10 +373,16 @@ cdef class _Core:
                 i += 1
                 if not (data & 1):
                     entry = <object><void *>data
+                    if debug_loop is not None:
+                        t0 = _monotonic()
                     if type(entry) is _TCPTransport:
                         (<_TCPTransport>entry)._on_events(ev)
                     else:
                         (<_UDPTransport>entry)._on_events(ev)
+                    if debug_loop is not None:
+                        dt = _monotonic() - t0
+                        if dt >= debug_loop.slow_callback_duration:
+                            logger.warning("Executing the events of %r took %.3f seconds", entry, dt)
                     continue
                 fd = <int>(data >> 1)
                 if fd == self.efd:
@@ -473,7 +488,7 @@ cdef int _loop_run_once(object loop, _Core core) except -1:
     else:
         timeout_ms = -1
 
-    core.poll(timeout_ms)
+    core.poll(timeout_ms, loop if loop._debug else None)
 
     if scheduled:
         end_time = _monotonic() + <double>loop._clock_resolution
@@ -570,6 +585,11 @@ cdef object _accept_batch(object loop, object protocol_factory, object sock, obj
             close(fd)
             raise
         peer = _sockaddr_to_py(&addr) if addrlen else None
+        if peer is None and family != AF_INET and family != AF_INET6:
+            try:
+                peer = conn.getpeername()   # e.g. an AF_UNIX server passed as sock=: '' or a path
+            except OSError:
+                pass
         try:
             protocol = protocol_factory()
         except (SystemExit, KeyboardInterrupt):

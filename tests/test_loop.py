@@ -381,6 +381,13 @@ def test_add_reader_replaces_the_previous_callback(loop):
         b.close()
 
 
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader", "remove_writer"])
+def test_negative_file_descriptor_is_a_value_error(loop, method):
+    args = (-1, print) if method.startswith("add") else (-1,)
+    with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+        getattr(loop, method)(*args)
+
+
 # -- sock_* ---------------------------------------------------------------------------------------
 
 def test_sock_methods_tcp(loop):

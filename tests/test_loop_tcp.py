@@ -239,6 +239,35 @@ def test_create_server_options_sock_hosts_reuse_and_serving(loop):
     assert run(loop, main()) == b"sock="
 
 
+def test_unix_server_passed_as_sock_names_its_peers_as_asyncio_does(loop, tmp_path):
+    """create_server(sock=) takes any stream socket: an AF_UNIX one's unnamed peer is ''."""
+
+    class Server(EchoProtocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            peers.append(transport.get_extra_info("peername"))
+
+    peers = []
+
+    async def main():
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(str(tmp_path / "s.sock"))
+        server = await loop.create_server(Server, sock=lsock)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.setblocking(False)
+        try:
+            await loop.sock_connect(client, str(tmp_path / "s.sock"))
+            await loop.sock_sendall(client, b"ping")
+            return await asyncio.wait_for(loop.sock_recv(client, 10), 5)
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+
+    assert run(loop, main()) == b"ping"
+    assert peers == [""]
+
+
 def test_create_connection_with_sock_and_connect_accepted_socket(loop):
     async def main():
         lsock = socket.socket()
@@ -661,6 +690,37 @@ def test_exception_in_protocol_callback_goes_to_handler_others_keep_serving(loop
 
     assert run(loop, main()) == b"beforeafter"
     assert [type(c.get("exception")) for c in contexts] == [ValueError]
+
+
+def test_debug_mode_reports_a_slow_data_received(loop, loop_kind, caplog):
+    """Debug mode times every callback against slow_callback_duration, a protocol's too."""
+    if loop_kind == "uvloop":
+        pytest.skip("uvloop 0.23 times only handles, not a protocol's callbacks")
+
+    class Slow(EchoProtocol):
+        def data_received(self, data):
+            time.sleep(0.06)
+            super().data_received(data)
+
+    async def main():
+        server = await loop.create_server(Slow, "127.0.0.1", 0)
+        try:
+            tr, client = await loop.create_connection(CollectProtocol, *server.sockets[0].getsockname()[:2])
+            tr.write(b"slow")
+            got = await client.wait_for_size(4)
+            tr.close()
+            await client.lost
+            return got
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.05
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        assert run(loop, main()) == b"slow"
+    slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+    assert slow and all(float(m.split(" took ")[1].split()[0]) >= 0.05 for m in slow)
 
 
 # asyncio (the oracle) leaves live transports' sockets to the garbage collector: ResourceWarnings
