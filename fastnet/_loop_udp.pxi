@@ -377,8 +377,18 @@ cdef class _UDPTransport:
             except (BlockingIOError, InterruptedError):
                 r = 1
             except OSError as exc:
-                self._protocol.error_received(exc)
-                return
+                # that datagram's error (EMSGSIZE, an ICMP error of an earlier one ...): report it
+                # and go on with the rest; edge-triggered, a return here with the socket writable
+                # would leave the queue waiting for an EPOLLOUT edge that never comes
+                try:
+                    self._protocol.error_received(exc)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as cb_exc:
+                    self._callback_failed(cb_exc, "error_received")
+                if self._conn_lost:
+                    return   # the protocol closed or aborted it: connection_lost is on its way
+                continue
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
+import os
 import socket
+import subprocess
 import sys
 
 import pytest
+from conftest import peer_missing, require_tool
 
 from test_loop_common import is_compiled_fastnet, loop, loop_kind, run  # noqa: F401  (fixtures)
 
@@ -234,6 +238,27 @@ def test_udp_sendto_after_close_sends_nothing_through_a_reused_descriptor(loop, 
     assert late is None
     if is_compiled_fastnet(loop_kind):
         assert raised is None
+
+
+def test_udp_send_queue_goes_on_after_a_failed_datagram(loop_kind, impl_env):
+    """Datagrams queued behind a full socket keep going out, in order, past queued datagrams that
+    fail (EMSGSIZE, each reported to error_received).  A loopback socket is never full, so the
+    scenario runs in a network namespace whose loopback is rate-limited by a token-bucket qdisc
+    (tests/netns_udp_send_queue.py)."""
+    unshare, tc = require_tool("unshare"), require_tool("tc")
+    probe = subprocess.run([unshare, "--net", tc, "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "10mbit",
+                            "burst", "4kb", "limit", "1mb"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        peer_missing(f"cannot rate-limit a namespace's loopback: {probe.stderr.strip()}")
+    child = os.path.join(os.path.dirname(__file__), "netns_udp_send_queue.py")
+    run = subprocess.run([unshare, "--net", sys.executable, child, loop_kind, tc], env=impl_env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["queued"], result  # the scenario did reach the send queue
+    assert result["received"] == list(range(result["sent"]))
+    assert result["errors"] == ["EMSGSIZE", "EMSGSIZE"]
+    assert result["buffer_left"] == 0
 
 
 def test_udp_reuse_port_and_allow_broadcast(loop):
