@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import io
 import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -215,6 +219,132 @@ def test_client_checks_the_tid(tmp_path, pool):
         assert server.recv() == codec.Ack(2)
         stats = future.result(10)
     assert out.read_bytes() == b"a" * 512 + b"good" and stats.blocks == 2
+
+
+INTERRUPTED_DOWNLOAD = r"""
+import sys
+from fastnet.tftp import client
+port, out = int(sys.argv[1]), sys.argv[2]
+try:
+    client.download("127.0.0.1", "f", out, port=port, timeout=5, retries=3, tsize=False)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_interrupts_a_download_at_once_and_leaves_no_file(tmp_path, impl_env):
+    """SIGINT in the middle of a transfer, the server silent: the download stops within a moment
+    (the compiled engine, which runs without the GIL, comes back to Python every tenth of a
+    second for it), not after the 5 s timeout and its retries, and leaves nothing behind."""
+    out = tmp_path / "dl" / "f"
+    out.parent.mkdir()
+    with FakeServer() as server:
+        child = subprocess.Popen([sys.executable, "-c", INTERRUPTED_DOWNLOAD, str(server.port), str(out)],
+                                 env=impl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert server.request() == codec.ReadRequest("f", "octet", {})
+            for n in (1, 2, 3):
+                server.send(codec.encode_data(n, bytes([n]) * 512))
+                assert server.recv() == codec.Ack(n)
+            time.sleep(0.3)  # the client waits for block 4: in the engine, where there is one
+            sent = time.monotonic()
+            child.send_signal(signal.SIGINT)
+            stdout, stderr = child.communicate(timeout=15)
+            took = time.monotonic() - sent
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        error = server.recv(2.0)  # RFC 1350: the client says it stops, the server need not retry
+    assert child.returncode == 130 and stdout.strip() == "interrupted", stderr
+    assert took < 2.0
+    assert os.listdir(out.parent) == []
+    assert type(error) is codec.Error and error.code == 0
+
+
+FULL_DISK_DOWNLOAD = r"""
+import resource, signal, sys
+from fastnet.tftp import client
+port, out = int(sys.argv[1]), sys.argv[2]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+try:
+    client.download("127.0.0.1", "f", out, port=port, timeout=5, retries=3, tsize=False)
+except OSError as exc:
+    print(exc.errno, flush=True)
+    sys.exit(1)
+"""
+
+
+class _FullFile(io.BytesIO):
+    """A file object whose disk fills up after 1000 bytes."""
+
+    def write(self, data):
+        if self.tell() + len(data) > 1000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+@pytest.mark.parametrize("where", ["file object", "file in the engine"])
+def test_a_download_the_disk_cannot_hold_ends_with_error_3_to_the_server(tmp_path, pool, impl_env, where):
+    """A local failure is the client's to report (RFC 1350): ERROR 3 on a full disk, so that the
+    server stops at once rather than retrying into a closed port."""
+    out = tmp_path / "dl" / "f"
+    out.parent.mkdir()
+    with FakeServer() as server:
+        if where == "file object":  # Python's own loop writes it
+            future = pool.submit(client.download, "127.0.0.1", "f", _FullFile(), port=server.port, timeout=5,
+                                 tsize=False)
+        else:  # a path: the engine takes over after the first block (the compiled one writes in C)
+            child = subprocess.Popen([sys.executable, "-c", FULL_DISK_DOWNLOAD, str(server.port), str(out)],
+                                     env=impl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert server.request() == codec.ReadRequest("f", "octet", {})
+            answers = []
+            for n, size in ((1, 512), (2, 512), (3, 10)):  # 1034 bytes, the last block short
+                server.send(codec.encode_data(n, bytes([n]) * size))
+                answers.append(server.recv())
+                if type(answers[-1]) is codec.Error:
+                    break
+        finally:
+            if where == "file object":
+                with pytest.raises(OSError) as failure:
+                    future.result(10)
+                failed_with = failure.value.errno
+            else:
+                stdout, stderr = child.communicate(timeout=15)
+                failed_with = int(stdout) if stdout.strip() else stderr
+    # the error comes with the first write that fails (the engine keeps small blocks until the end)
+    # and never after the final ACK, which would tell the server that all was well
+    assert answers[0] == codec.Ack(1) and codec.Ack(3) not in answers
+    assert answers[-1] == codec.Error(3, "disk full or allocation exceeded")
+    assert failed_with in (errno.ENOSPC, errno.EFBIG)
+    assert os.listdir(out.parent) == []
+
+
+class _FailingReader(io.BytesIO):
+    """A file object whose device fails after its first 512 bytes."""
+
+    def readinto(self, buffer):
+        if self.tell() >= 512:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return super().readinto(memoryview(buffer)[:512])
+
+
+def test_an_upload_that_cannot_read_its_file_ends_with_an_error_to_the_server(pool):
+    with FakeServer() as server:
+        future = pool.submit(client.upload, "127.0.0.1", _FailingReader(b"x" * 2000), "f", port=server.port,
+                             timeout=5, tsize=False)
+        assert server.request() == codec.WriteRequest("f", "octet", {})
+        server.send(codec.encode_ack(0))
+        assert server.recv() == codec.Data(1, b"x" * 512)
+        server.send(codec.encode_ack(1))
+        error = server.recv()
+        with pytest.raises(OSError) as failure:
+            future.result(10)
+    assert failure.value.errno == errno.EIO
+    assert type(error) is codec.Error and error.code == 0 and "Input/output error" in error.message
 
 
 def _download_to_the_last_ack(server: "FakeServer", pool, out, full_blocks: int, via=None, **kwargs):

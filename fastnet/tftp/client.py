@@ -25,6 +25,7 @@ file objects without a descriptor stay on the per-packet Python loop below.
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
@@ -56,7 +57,7 @@ __all__ = ["download", "upload", "wait_dallying", "TransferStats", "DEFAULT_PORT
 
 DEFAULT_PORT = 69
 _MAX_BACKOFF = 8.0  # a single wait never exceeds this many times the base timeout
-_PROGRESS_EVERY = 0.1  # seconds between progress callbacks
+_PROGRESS_EVERY = 0.1  # seconds between progress callbacks, and between signal checks in the engine
 _RCVBUF = 4 << 20  # ask for a large receive buffer: a window of big blocks arrives at once
 
 LocalFile = Union[str, "os.PathLike[str]", BinaryIO]
@@ -372,7 +373,8 @@ def download(
         else:
             fileobj.flush()
         stats.bytes = sink.bytes_written
-    except BaseException:
+    except BaseException as exc:
+        _abandon(channel, exc)
         if tmp is not None:
             try:
                 fileobj.close()
@@ -401,6 +403,23 @@ def _send_error(sock: socket.socket, addr: tuple, code: int, message: str) -> No
         pass
 
 
+def _abandon(channel: _Channel, exc: BaseException) -> None:
+    """A transfer the server answered ends here for a reason of ours (the disk, the local file,
+    Ctrl-C): tell the server with an ERROR (RFC 1350), which ends its side at once, where
+    silence would keep it retransmitting into a closed port and holding a session.  A TftpError
+    needs none from here: the server's own ERROR, a timeout or a protocol error (those sent
+    theirs), a server that is gone."""
+    if channel.peer is None or isinstance(exc, TftpError):
+        return
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        code, message = 3, "disk full or allocation exceeded"
+    elif isinstance(exc, OSError):
+        code, message = 0, f"client: {exc.strerror or exc}"
+    else:
+        code, message = 0, "transfer cancelled by the client"
+    _send_error(channel.sock, channel.peer, code, message)
+
+
 def _has_fd(fileobj: Any) -> bool:
     """Whether *fileobj* is a file with a real descriptor the engine can use directly."""
     try:
@@ -411,6 +430,9 @@ def _has_fd(fileobj: Any) -> bool:
 
 
 def _engine_run(eng: Any, stats: TransferStats, progress: Progress | None, report: Callable[[], None]) -> int:
+    """Run *eng* to its outcome, coming back every _PROGRESS_EVERY seconds with or without a progress
+    callback: the compiled engine runs without the GIL and goes on through EINTR, so these returns
+    are where Python runs its signal handlers (Ctrl-C, SIGTERM) during a transfer."""
     try:
         while True:
             outcome = eng.run()
@@ -465,7 +487,7 @@ def _engine_receive(
     eng = engine.Session(
         engine.RECEIVER, sock, fileobj.fileno(), peer, blksize=blksize, windowsize=window, timeout=channel.timeout,
         retries=channel.retries, max_backoff=_MAX_BACKOFF, first=last_sent, first_sent=True, start_block=expected,
-        strict=True, ack_last=True, oack_reack=expected == 1, report_interval=_PROGRESS_EVERY if progress else 0.0,
+        strict=True, ack_last=True, oack_reack=expected == 1, report_interval=_PROGRESS_EVERY,
     )
     before = blocks * blksize  # every block before the hand-off was full
 
@@ -732,6 +754,9 @@ def upload(
                 channel = _Channel(host, port, timeout, retries)
                 stats.peer = channel.server
                 _send(channel, codec.encode_wrq(remote, mode), {}, fileobj, mode == "netascii", stats, progress)
+        except BaseException as exc:
+            _abandon(channel, exc)
+            raise
         finally:
             channel.close()
     finally:
@@ -768,7 +793,7 @@ def _engine_send(
     eng = engine.Session(
         engine.SENDER, sock, fileobj.fileno(), peer, blksize=blksize, windowsize=window, timeout=channel.timeout,
         retries=channel.retries, max_backoff=_MAX_BACKOFF, file_start=start, strict=True,
-        report_interval=_PROGRESS_EVERY if progress else 0.0,
+        report_interval=_PROGRESS_EVERY,
     )
 
     def report() -> None:
