@@ -955,8 +955,13 @@ static int datagram(tftp_session *s, const uint8_t *p, size_t n, double t)
     if (n >= 4 && p[0] == 0 && p[1] == TFTP_DATA) {
         uint16_t block = (uint16_t)((p[2] << 8) | p[3]);
         size_t plen = n - 4;
-        if (plen > s->blksize)
-            return -1; /* longer than the negotiated blksize: not a DATA of this transfer, dropped */
+        if (plen > s->blksize) {
+            /* longer than the negotiated blksize, from the peer's TID: a broken peer, whose
+             * transfer would only stall (dropping it, then timing out), so the caller answers it */
+            if (flush_stage(s) < 0)
+                return s->outcome = TFTP_ENGINE_IO_ERROR;
+            return stop(s, p, n);
+        }
         if (block == (uint16_t)s->base) {
             if (stage_write(s, p + 4, plen) < 0)
                 return s->outcome = TFTP_ENGINE_IO_ERROR;
@@ -1068,8 +1073,14 @@ static int run_receiver(tftp_session *s)
                 stray(s, p, n, &sc->addrs[i], m->msg_namelen);
                 continue;
             }
-            if (m->msg_flags & MSG_TRUNC)
-                continue; /* longer than any DATA of this blksize: dropped */
+            if (m->msg_flags & MSG_TRUNC) {
+                if (n < 2 || p[0] != 0 || p[1] != TFTP_DATA)
+                    continue; /* not a DATA: too long for anything of this transfer, dropped */
+                /* a DATA longer than any of this blksize: see datagram() */
+                if (flush_stage(s) < 0)
+                    return s->outcome = TFTP_ENGINE_IO_ERROR;
+                return stop(s, p, n);
+            }
             size_t seg = n;
             if (sc->gro) { /* several datagrams coalesced by the kernel: cut them apart */
                 for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {

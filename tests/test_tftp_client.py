@@ -347,6 +347,24 @@ def test_an_upload_that_cannot_read_its_file_ends_with_an_error_to_the_server(po
     assert type(error) is codec.Error and error.code == 0 and "Input/output error" in error.message
 
 
+@pytest.mark.parametrize("block", [1, 3])  # in Python's loop; in the engine (which has the file after block 1)
+def test_a_data_longer_than_the_block_size_ends_the_download_with_error_4(tmp_path, pool, block):
+    out = tmp_path / "dl" / "f"
+    out.parent.mkdir()
+    with FakeServer() as server:
+        future = pool.submit(client.download, "127.0.0.1", "f", str(out), port=server.port, timeout=5, tsize=False)
+        assert server.request() == codec.ReadRequest("f", "octet", {})
+        for n in range(1, block):
+            server.send(codec.encode_data(n, b"f" * 512))
+            assert server.recv() == codec.Ack(n)
+        server.send(codec.encode_data(block, b"L" * 600))
+        answer = server.recv()
+        with pytest.raises(TftpProtocolError, match=f"DATA block {block} longer than the block size"):
+            future.result(10)
+    assert type(answer) is codec.Error and answer.code == 4
+    assert os.listdir(out.parent) == []
+
+
 def _download_to_the_last_ack(server: "FakeServer", pool, out, full_blocks: int, via=None, **kwargs):
     """A download from *server* (answering from *via*, its TID by default) up to the client's
     final ACK: (last block, the client's dally)."""

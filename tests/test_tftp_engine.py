@@ -298,19 +298,27 @@ def test_download_into_an_open_file_object_continues_after_its_content(root, tmp
     assert (tmp_path / "out.bin").read_bytes() == b"prefix" + data + b"suffix"
 
 
-def test_receiver_drops_data_longer_than_the_blksize(pair, tmp_path):
+@pytest.mark.parametrize("length", [513, 3000])  # longer than the blksize; longer than a receive slot too
+def test_receiver_stops_on_data_longer_than_the_blksize(pair, tmp_path, length):
+    """A DATA longer than the negotiated blksize, from the peer: the run ends with STOP and the
+    packet, for the caller to answer with ERROR 4 (dropping it would only stall the transfer),
+    after writing what came before it."""
     a, b = pair
     a.settimeout(5)
     with open(tmp_path / "dst.bin", "wb") as dst:
         receiver = engine.Session(engine.RECEIVER, b, dst.fileno(), a.getsockname(), blksize=512, windowsize=4,
                                   timeout=5.0, retries=3, ack_last=True)
         future = _run_in_thread(receiver)
-        a.sendto(codec.encode_data(1, b"L" * 513), b.getsockname())  # not a DATA of this transfer
-        a.sendto(codec.encode_data(1, b"s" * 100), b.getsockname())
-        assert future.result(30) == engine.DONE
-        assert codec.decode(a.recvfrom(100)[0]) == codec.Ack(1)
-    assert (tmp_path / "dst.bin").read_bytes() == b"s" * 100
-    assert receiver.blocks == 1 and receiver.bytes == 100
+        a.sendto(codec.encode_data(1, b"f" * 512), b.getsockname())
+        a.sendto(codec.encode_data(2, b"L" * length), b.getsockname())
+        assert future.result(30) == engine.STOP
+        packet = codec.decode(receiver.stop_packet)
+        a.settimeout(0.2)
+        with pytest.raises(socket.timeout):
+            a.recvfrom(100)  # no ACK for either: block 1 did not end a window
+    assert type(packet) is codec.Data and packet.block == 2 and len(packet.payload) > 512
+    assert (tmp_path / "dst.bin").read_bytes() == b"f" * 512
+    assert receiver.blocks == 1
 
 
 def test_progress_is_reported_from_inside_the_engine(root, tmp_path):

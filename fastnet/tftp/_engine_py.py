@@ -440,11 +440,15 @@ class Session:
             if not _same(addr, self._peer):
                 self._stray(data, addr)
                 continue
-            if len(data) > self._rsize:
-                continue  # longer than any DATA of this blksize: dropped
+            if len(data) > self._rsize and not (data[0] == 0 and data[1] == 3):
+                continue  # not a DATA: too long for anything of this transfer, dropped
             if len(data) >= 4 and data[0] == 0 and data[1] == 3:
                 if len(data) - 4 > bs:
-                    continue  # longer than the negotiated blksize: not a DATA of this transfer, dropped
+                    # longer than the negotiated blksize, from the peer's TID: a broken peer, whose
+                    # transfer would only stall (dropping it, then timing out); the caller answers it
+                    if not self._flush():
+                        return IO_ERROR
+                    return self._stop(data)
                 block = (data[2] << 8) | data[3]
                 base = self._base
                 if block == base & 0xFFFF:

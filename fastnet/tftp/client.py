@@ -445,6 +445,12 @@ def _engine_run(eng: Any, stats: TransferStats, progress: Progress | None, repor
         eng.close()
 
 
+def _oversized(sock: socket.socket, peer: tuple, block: int) -> TftpProtocolError:
+    """A DATA longer than the block size: a broken server (dropping it would only stall)."""
+    _send_error(sock, peer, 4, "DATA longer than the block size")
+    return TftpProtocolError(f"server sent DATA block {block} longer than the block size", 4)
+
+
 def _engine_failed(eng: Any, outcome: int, sock: socket.socket, peer: tuple, retries: int) -> BaseException:
     """The exception for an engine run that did not end in DONE (an ERROR is sent when due)."""
     if outcome == engine.REFUSED:
@@ -461,6 +467,8 @@ def _engine_failed(eng: Any, outcome: int, sock: socket.socket, peer: tuple, ret
             return TftpProtocolError(f"malformed packet from the server: {exc}", 4)
         if type(packet) is codec.Error:
             return _remote_error(packet)
+        if type(packet) is codec.Data:  # the engine stops on a DATA only when it is too long
+            return _oversized(sock, peer, packet.block)
         _send_error(sock, peer, 4, "unexpected packet")
         return TftpProtocolError(f"unexpected {type(packet).__name__} from the server", 4)
     code = eng.error_errno or 5
@@ -612,6 +620,8 @@ def _receive(
             block = packet.block
             if block == (expected & 0xFFFF):
                 payload = packet.payload
+                if len(payload) > blksize:
+                    raise _oversized(sock, peer, block)
                 write(payload)
                 blocks += 1
                 expected += 1
