@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import time
 
 import pytest
-from conftest import free_port
+from conftest import free_port, require_ipv6_loopback
 from tftp_helpers import fastnet_server, fill, wait_for_tftp
 
-from fastnet.tftp import client
+from fastnet.tftp import __main__ as cli_main
+from fastnet.tftp import client, codec
+from fastnet.tftp._transfer import TransferStats
+
+PROG = "python -m fastnet.tftp"
 
 
 def cli(args, env, cwd=None, timeout=60):
@@ -155,15 +162,20 @@ def test_serve_failures_are_one_line_messages(tmp_path, impl_env):
 
 
 def test_progress_bar_only_on_a_terminal(root, tmp_path, impl_env):
+    import fcntl
     import pty
+    import termios
 
     fill(str(root / "f.bin"), 300_000)
     master, slave = pty.openpty()
+    # a 90-column terminal: the bar must fit it, not the fallback of 80 columns, nor a fixed 100
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 90, 0, 0))
+    env = {k: v for k, v in impl_env.items() if k not in ("COLUMNS", "LINES")}
     try:
         with fastnet_server(str(root)) as server:
             r = subprocess.run([sys.executable, "-m", "fastnet.tftp", "get", "127.0.0.1", "f.bin",
                                 str(tmp_path / "f.bin"), "--port", str(server.port), "--timeout", "0.2"],
-                               env=impl_env, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
+                               env=env, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
                                timeout=60)
         os.close(slave)
         slave = -1
@@ -184,6 +196,232 @@ def test_progress_bar_only_on_a_terminal(root, tmp_path, impl_env):
     text = shown.decode()
     assert "100.0%" in text and "of 293.0 KiB" in text and "retransmitted" in text and "ETA" in text
     assert r.stdout.decode().startswith("received f.bin: 300000 bytes")
+    frames = text.split("\r")
+    assert "\n" not in text and max(len(f) for f in frames) <= 89, frames  # never wraps onto a new line
+    assert any("[#" in f and len(f) > 79 for f in frames), frames  # the terminal's own width is used
+    assert not [f for f in frames if " 0 B of " in f and "ETA" in f], frames  # no ETA before there is a rate
+
+
+def _frames(written: str) -> list[str]:
+    return [f for f in written.split("\r") if f.strip()]
+
+
+@pytest.mark.parametrize("columns", [120, 80, 60, 30, 12])
+def test_progress_bar_fits_the_terminal_and_shows_no_eta_before_a_rate(monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))  # a stream without a terminal: $COLUMNS tells the width
+    out = io.StringIO()
+    bar = cli_main._ProgressBar(out)
+    stats = TransferStats(filename="f", direction="download", total=3_000_000)
+    bar(stats)  # before any byte has arrived: no rate, so no ETA
+    first = _frames(out.getvalue())
+    assert len(first) == 1 and "ETA" not in first[0] and len(first[0]) <= columns - 1, first
+    stats.bytes, stats.seconds, stats.retransmissions = 1_500_000, 0.5, 3
+    bar(stats)
+    stats.bytes, stats.seconds = 3_000_000, 1.0
+    bar(stats)
+    bar.close()
+    written = out.getvalue()
+    assert "\n" not in written and all(len(f) <= columns - 1 for f in written.split("\r")), written
+    middle = _frames(written)[1]
+    if columns >= 80:  # room for every field: the bar narrows or goes first
+        assert middle.endswith(" 50.0% 1.4 MiB of 2.9 MiB, ETA 0.5 s, 2.9 MiB/s, 3 retransmitted"), middle
+    if columns == 120:
+        assert middle.startswith("[" + "#" * 12 + "." * 12 + "]"), middle
+    assert written.endswith("\r"), written  # close() leaves the line blank, the cursor at its start
+    # a line without a known size has no percentage, no bar, no ETA
+    out = io.StringIO()
+    bar = cli_main._ProgressBar(out)
+    bar(TransferStats(filename="f", direction="upload", bytes=2048, seconds=1.0))
+    (line,) = _frames(out.getvalue())
+    assert line.startswith("2.0 KiB, 2.0 KiB/s"[: columns - 1]) and "ETA" not in line and "%" not in line
+
+
+BAD_ARGUMENTS = [
+    (["get", "127.0.0.1", "f", "-t", "inf"], "--timeout"),
+    (["get", "127.0.0.1", "f", "-t", "nan"], "--timeout"),
+    (["put", "127.0.0.1", "f", "-t", "1e20"], "--timeout"),
+    (["get", "127.0.0.1", "f", "-t", "256"], "--timeout"),
+    (["get", "127.0.0.1", "f", "-t", "0"], "--timeout"),
+    (["serve", "root", "--timeout", "inf"], "--timeout"),
+    (["get", "127.0.0.1", "f", "-P", "70000"], "--port"),
+    (["get", "127.0.0.1", "f", "-P", "65536"], "--port"),
+    (["put", "127.0.0.1", "f", "-P", "-1"], "--port"),
+    (["get", "127.0.0.1", "f", "-P", "0"], "--port"),
+    (["serve", "root", "--port", "65536"], "--port"),
+    (["serve", "root", "--port", "70000"], "--port"),
+    (["serve", "root", "--port", "-5"], "--port"),
+    (["get", "127.0.0.1", "f", "-r", "-1"], "--retries"),
+    (["put", "127.0.0.1", "f", "-r", "100000000000"], "--retries"),
+    (["serve", "root", "--retries", "-1"], "--retries"),
+    (["serve", "root", "--max-sessions", "0"], "--max-sessions"),
+    (["serve", "root", "--grace", "-1"], "--grace"),
+    (["serve", "root", "--grace", "nan"], "--grace"),
+    (["get", "127.0.0.1", "f", "-b", "7"], "--blksize"),
+    (["put", "127.0.0.1", "f", "-b", "65465"], "--blksize"),
+    (["get", "127.0.0.1", "f", "-w", "0"], "--windowsize"),
+    (["get", "127.0.0.1", "f", "-w", "65536"], "--windowsize"),
+]
+
+
+@pytest.mark.parametrize("argv, option", BAD_ARGUMENTS, ids=[" ".join(a[0][:1] + a[0][-2:]) for a in BAD_ARGUMENTS])
+def test_bad_numbers_are_refused_by_the_parser(capsys, argv, option):
+    with pytest.raises(SystemExit) as info:
+        cli_main.build_parser().parse_args(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err  # one line, as every other failure
+    assert err.startswith(f"{PROG} {argv[0]}: argument {option}"), err
+
+
+def test_numbers_at_the_edges_are_accepted():
+    parse = cli_main.build_parser().parse_args
+    args = parse(["get", "127.0.0.1", "f", "-P", "65535", "-t", "0.01", "-r", "0", "-b", "8", "-w", "65535"])
+    assert (args.port, args.timeout, args.retries, args.blksize, args.windowsize) == (65535, 0.01, 0, 8, 65535)
+    args = parse(["put", "127.0.0.1", "f", "-P", "1", "-t", "255", "-b", "65464", "-w", "1"])
+    assert (args.port, args.timeout, args.blksize, args.windowsize) == (1, 255.0, 65464, 1)
+    args = parse(["serve", "root", "--port", "0", "--max-sessions", "1", "--grace", "0", "--timeout", "0.5",
+                  "--retries", "0"])
+    assert (args.port, args.max_sessions, args.grace, args.timeout, args.retries) == (0, 1, 0.0, 0.5, 0)
+
+
+def test_the_auditors_bad_numbers_end_in_one_line_and_status_2(root, tmp_path, impl_env):
+    # end to end, as reported: tracebacks, a port silently wrapped (70000 -> 4464), a misleading message
+    local = tmp_path / "up.bin"
+    local.write_bytes(b"x")
+    closed = str(free_port(socket.SOCK_DGRAM))
+    for argv in (["get", "127.0.0.1", "f", str(tmp_path / "f"), "-t", "inf", "-P", closed],
+                 ["put", "127.0.0.1", str(local), "-t", "1e20", "-P", closed],
+                 ["serve", str(root), "--port", "65536"],
+                 ["serve", str(root), "--port", "-5"],
+                 ["get", "127.0.0.1", "f", str(tmp_path / "f"), "-P", "70000", "-t", "0.05", "-r", "0"],
+                 ["get", "127.0.0.1", "f", str(tmp_path / "f"), "-P", "-1"]):
+        r = cli(argv, impl_env, timeout=30)
+        err = one_line_error(r)
+        assert r.returncode == 2 and "argument --" in err, (argv, err)
+    assert sorted(os.listdir(tmp_path)) == ["root", "up.bin"]
+
+
+@pytest.mark.parametrize("error", [OverflowError("cannot convert float infinity to integer"),
+                                   struct.error("argument out of range")], ids=["OverflowError", "struct.error"])
+def test_an_unforeseen_exception_is_still_one_line(monkeypatch, capsys, tmp_path, error):
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(client, "download", broken)
+    status = cli_main.main(["get", "127.0.0.1", "f", str(tmp_path / "f"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err == f"{PROG} get: unexpected error: {type(error).__name__}: {error}\n"
+
+
+def test_bracketed_ipv6_literals(root, tmp_path, impl_env):
+    require_ipv6_loopback()
+    data = fill(str(root / "f.bin"), 5_000)
+    with fastnet_server(str(root), host="::1", allow_write=True) as server:
+        port = str(server.port)
+        r = cli(["get", "[::1]", "f.bin", str(tmp_path / "got.bin"), "--port", port, "--timeout", "0.2"], impl_env)
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "got.bin").read_bytes() == data
+        r = cli(["put", "[::1]", str(tmp_path / "got.bin"), "up.bin", "--port", port, "--timeout", "0.2"], impl_env)
+        assert r.returncode == 0, r.stderr
+    assert (root / "up.bin").read_bytes() == data
+    port = free_port(socket.SOCK_DGRAM, "::1")
+    proc = subprocess.Popen([sys.executable, "-m", "fastnet.tftp", "serve", str(root), "--host", "[::1]",
+                             "--port", str(port), "--grace", "0"], env=impl_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        try:
+            wait_for_tftp(port, host="::1")
+        except RuntimeError:
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+            pytest.fail(f"serve --host [::1] did not come up: {err.decode()}")
+        client.download("::1", "f.bin", str(tmp_path / "served.bin"), port=port, timeout=0.2)
+        assert (tmp_path / "served.bin").read_bytes() == data
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert f"on [::1]:{port}" in err.decode()
+    # brackets around something that is not an IPv6 literal are left alone: a name that cannot resolve
+    err = one_line_error(cli(["get", "[localhost]", "f", str(tmp_path / "x"), "--port", "9"], impl_env))
+    assert "cannot resolve '[localhost]'" in err
+
+
+SIGNALS = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}
+
+
+def _stop_with(proc, sig, seconds=10):
+    """Send *sig* to the client *proc*; its exit status and stderr once it has ended (bounded in time)."""
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=10)
+        pytest.fail(f"the client was still running {seconds} s after {sig.name}")
+    return proc.returncode, err.decode()
+
+
+@pytest.mark.parametrize("command", ["get", "put"])
+@pytest.mark.parametrize("sig", list(SIGNALS), ids=lambda s: s.name)
+def test_a_signal_while_waiting_for_the_server_ends_get_and_put_cleanly(tmp_path, impl_env, command, sig):
+    # the server takes the request and never answers: the client waits (in Python) for its first answer
+    status, word = SIGNALS[sig]
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "up.bin").write_bytes(b"u" * 5000)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.settimeout(10)
+        files = ["f.bin", str(work / "f.bin")] if command == "get" else [str(work / "up.bin"), "up.bin"]
+        proc = subprocess.Popen([sys.executable, "-m", "fastnet.tftp", command, "127.0.0.1", *files, "--port",
+                                 str(mute.getsockname()[1]), "--timeout", "30", "--retries", "1"],
+                                env=impl_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            mute.recvfrom(1024)  # the request: the temporary file of a download exists by now
+            code, err = _stop_with(proc, sig)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+    assert code == status, err
+    assert err == f"{PROG} {command}: {word}\n"
+    assert sorted(os.listdir(work)) == ["up.bin"]  # no partial download, hidden or not
+
+
+@pytest.mark.parametrize("sig", list(SIGNALS), ids=lambda s: s.name)
+def test_a_signal_in_the_middle_of_a_download_removes_the_partial_file(tmp_path, impl_env, sig):
+    # the server sends block 1, takes its ACK and goes silent: the client waits for block 2 in
+    # the transfer engine (an octet download to a file goes there after the first block)
+    status, word = SIGNALS[sig]
+    work = tmp_path / "work"
+    work.mkdir()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(10)
+        proc = subprocess.Popen([sys.executable, "-m", "fastnet.tftp", "get", "127.0.0.1", "f.bin",
+                                 str(work / "f.bin"), "--port", str(server.getsockname()[1]), "--timeout", "30",
+                                 "--retries", "1"],
+                                env=impl_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _, addr = server.recvfrom(1024)  # the RRQ
+            server.sendto(codec.encode_data(1, b"d" * 512), addr)  # ignores the options: 512-byte blocks
+            ack, _ = server.recvfrom(1024)
+            assert ack == codec.encode_ack(1)
+            assert [n for n in os.listdir(work) if n.endswith(".part")], os.listdir(work)
+            time.sleep(0.3)  # the client is now waiting for block 2
+            code, err = _stop_with(proc, sig)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+    assert code == status, err
+    assert err == f"{PROG} get: {word}\n"
+    assert os.listdir(work) == []  # the partial file is gone and nothing was renamed into place
 
 
 @pytest.mark.parametrize("mode", ["octet", "netascii"])

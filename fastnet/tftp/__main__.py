@@ -4,19 +4,25 @@
     python -m fastnet.tftp put HOST LOCAL [REMOTE]     upload
     (LOCAL "-": standard output for get, standard input for put)
     python -m fastnet.tftp serve ROOT [--port 6969]    serve ROOT (read-only unless --write)
+
+HOST may be an IPv6 literal in brackets ("[::1]").  Every failure is one line on stderr: exit status 1,
+2 for a bad argument; get and put stop on Ctrl-C (130) or SIGTERM (143) and leave no partial file.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import shutil
+import signal
 import sys
-import time
 from typing import Sequence
 
-from . import client
-from ._transfer import TransferStats
+from .._cli import port_number
+from . import client, codec
+from ._transfer import MAX_WINDOWSIZE, TransferStats
 from .errors import TftpError
 
 PROG = "python -m fastnet.tftp"
@@ -39,10 +45,15 @@ numbers rolling over past 65535.  The default port is 69, as in the notes.
 
 LOCAL "-" writes the file to standard output (the summary then goes to standard error); bytes
 already written there stay written if the transfer fails, which the exit status tells.
+HOST may be an IPv6 literal in brackets ("[::1]").  Ctrl-C (exit status 130) and SIGTERM (143)
+stop the download and remove its temporary file.
 """
 
-PUT_HELP = """Upload LOCAL to the TFTP server HOST as REMOTE (default: LOCAL's base name).
+PUT_HELP = """\
+Upload LOCAL to the TFTP server HOST as REMOTE (default: LOCAL's base name).
 LOCAL "-" reads standard input, and then REMOTE is required.
+HOST may be an IPv6 literal in brackets ("[::1]").  Ctrl-C (exit status 130) and SIGTERM (143)
+stop the upload.
 """
 
 SERVE_HELP = """\
@@ -51,51 +62,125 @@ letting running transfers finish for a grace period.  One access-log line per tr
 """
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports it
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+MAX_TIMEOUT = 255.0  # seconds: the longest timeout RFC 2349 lets a peer ask for
+MAX_RETRIES = 1000
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported on one line (the usage is in --help) and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+class _Terminated(BaseException):
+    """SIGTERM during get or put: raised in the main thread, handled like Ctrl-C (exit status 143)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup
+    raise _Terminated
+
+
+def _number(text: str, kind: type):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
+
+
+def _int_range(low: int, high: int | None = None):
+    """argparse type: an integer from *low* to *high* (no upper bound when None)."""
+
+    def check(text: str) -> int:
+        value = _number(text, int)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"must be {low}..{high}, not {value}" if high is not None else f"must be at least {low}, not {value}"
+            )
+        return value
+
+    return check
+
+
+def _timeout(text: str) -> float:
+    """argparse type: a retransmission timeout, seconds: more than 0 (fractions too), at most 255."""
+    value = _number(text, float)
+    if not 0 < value <= MAX_TIMEOUT:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_TIMEOUT:g} seconds, not {text}")
     return value
 
 
+def _grace(text: str) -> float:
+    value = _number(text, float)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, not {text}")
+    return value
+
+
+def _server_port(text: str) -> int:
+    """argparse type: the port a client sends its request to, 1-65535 (0 is nobody's)."""
+    port = _number(text, int)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {port}")
+    return port
+
+
+def _host(text: str) -> str:
+    """argparse type: a host name or address; an IPv6 literal may come in brackets, as in a URL."""
+    if text.startswith("[") and text.endswith("]") and ":" in text:
+        return text[1:-1]
+    return text
+
+
 def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", "-P", type=int, default=client.DEFAULT_PORT, help="server port (default 69)")
-    parser.add_argument("--blksize", "-b", type=int, help="request this block size (8..65464)")
-    parser.add_argument("--windowsize", "-w", type=int, help="request this window size (1..65535, RFC 7440)")
-    parser.add_argument("--timeout", "-t", type=_positive_float, default=1.0, help="first retransmission timeout, seconds (default 1)")
-    parser.add_argument("--retries", "-r", type=int, default=5, help="retries in a row before giving up (default 5)")
+    parser.add_argument("--port", "-P", type=_server_port, default=client.DEFAULT_PORT, help="server port (default 69)")
+    parser.add_argument("--blksize", "-b", type=_int_range(codec.MIN_BLKSIZE, codec.MAX_BLKSIZE),
+                        help=f"request this block size ({codec.MIN_BLKSIZE}..{codec.MAX_BLKSIZE})")
+    parser.add_argument("--windowsize", "-w", type=_int_range(1, MAX_WINDOWSIZE),
+                        help=f"request this window size (1..{MAX_WINDOWSIZE}, RFC 7440)")
+    parser.add_argument("--timeout", "-t", type=_timeout, default=1.0,
+                        help="first retransmission timeout, seconds, fractions too, at most 255 (default 1)")
+    parser.add_argument("--retries", "-r", type=_int_range(0, MAX_RETRIES), default=5,
+                        help=f"retries in a row before giving up, 0..{MAX_RETRIES} (default 5)")
     parser.add_argument("--netascii", action="store_true", help="netascii mode (text with CR LF line ends)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="TFTP client and server (fastnet).")
+    parser = _Parser(prog=PROG, description="TFTP client and server (fastnet).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{get,put,serve}")
 
     get = sub.add_parser("get", help="download a file (the notes' TFTP client)", description=GET_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    get.add_argument("host")
+    get.add_argument("host", type=_host)
     get.add_argument("remote")
     get.add_argument("local", nargs="?")
     _add_transfer_options(get)
 
     put = sub.add_parser("put", help="upload a file", description=PUT_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    put.add_argument("host")
+    put.add_argument("host", type=_host)
     put.add_argument("local")
     put.add_argument("remote", nargs="?")
     _add_transfer_options(put)
 
     serve = sub.add_parser("serve", help="run a TFTP server", description=SERVE_HELP)
     serve.add_argument("root")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=6969, help="port to listen on (default 6969; 69 needs root)")
+    serve.add_argument("--host", type=_host, default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; IPv6 as ::1 or [::1])")
+    serve.add_argument("--port", type=port_number, default=6969,
+                       help="port to listen on (default 6969; 69 needs root; 0 picks a free one, shown in the log)")
     serve.add_argument("--write", action="store_true", help="accept uploads of new files")
     serve.add_argument("--overwrite", action="store_true", help="let uploads replace existing files (with --write)")
-    serve.add_argument("--max-sessions", type=int, default=64, help="concurrent transfers at most (default 64)")
-    serve.add_argument("--timeout", type=_positive_float, default=1.0, help="retransmission timeout, seconds (default 1)")
-    serve.add_argument("--retries", type=int, default=5, help="retries before a transfer is abandoned (default 5)")
-    serve.add_argument("--grace", type=float, default=5.0, help="seconds running transfers get at shutdown (default 5)")
+    serve.add_argument("--max-sessions", type=_int_range(1), default=64, help="concurrent transfers at most (default 64)")
+    serve.add_argument("--timeout", type=_timeout, default=1.0,
+                       help="retransmission timeout, seconds, fractions too, at most 255 (default 1)")
+    serve.add_argument("--retries", type=_int_range(0, MAX_RETRIES), default=5,
+                       help=f"retries before a transfer is abandoned, 0..{MAX_RETRIES} (default 5)")
+    serve.add_argument("--grace", type=_grace, default=5.0, help="seconds running transfers get at shutdown (default 5)")
     serve.add_argument("--quiet", "-q", action="store_true", help="log warnings only (no access log)")
     return parser
 
@@ -108,31 +193,62 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"  # pragma: no cover
 
 
+def _terminal_columns(stream) -> int:
+    """The width of the terminal *stream* writes to; else $COLUMNS or standard output's, else 80."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):  # no descriptor, or not a terminal
+        columns = 0
+    return columns if columns > 0 else shutil.get_terminal_size().columns  # 0: a terminal of no known size
+
+
 class _ProgressBar:
-    """A one-line progress bar on stderr: bytes, percentage, rate, ETA, retransmissions."""
+    """A one-line progress bar on stderr: percentage, bytes, ETA, rate, retransmissions.
+
+    Every redraw fits the terminal's width as it is then, one column short of it (so that the
+    cursor never wraps onto a new line): the bar narrows, then goes, and the text is cut last.
+    The ETA shows once there is a rate to tell it from.
+    """
+
+    BAR = 24  # the widest bar
+    MIN_BAR = 10  # narrower than this, there is no bar
 
     def __init__(self, stream) -> None:
         self._stream = stream
-        self._shown = False
+        self._drawn = 0  # length of the line on the screen
 
     def __call__(self, stats: TransferStats) -> None:
+        limit = max(1, _terminal_columns(self._stream) - 1)
+        line = self._line(stats, limit)
+        self._stream.write("\r" + line.ljust(min(self._drawn, limit)))  # spaces over a longer earlier line
+        self._stream.flush()
+        self._drawn = len(line)
+
+    def _line(self, stats: TransferStats, limit: int) -> str:
         rate = stats.rate
-        line = f"{_size(stats.bytes)}"
+        fields = []
         if stats.total:
             pct = min(100.0, 100.0 * stats.bytes / stats.total)
-            eta = (stats.total - stats.bytes) / rate if rate > 0 else 0.0
-            width = 24
-            filled = int(width * pct / 100)
-            line = f"[{'#' * filled}{'.' * (width - filled)}] {pct:5.1f}% {line} of {_size(stats.total)}, ETA {eta:4.1f} s"
-        line += f", {_size(rate)}/s, {stats.retransmissions} retransmitted"
-        self._stream.write("\r" + line[:100].ljust(100))
-        self._stream.flush()
-        self._shown = True
+            fields.append(f"{pct:5.1f}% {_size(stats.bytes)} of {_size(stats.total)}")
+            if rate > 0:
+                fields.append(f"ETA {max(0, stats.total - stats.bytes) / rate:.1f} s")
+        else:
+            fields.append(_size(stats.bytes))
+        fields.append(f"{_size(rate)}/s")
+        fields.append(f"{stats.retransmissions} retransmitted")
+        line = ", ".join(fields)
+        if stats.total:
+            width = min(self.BAR, limit - len(line) - 3)  # "[", "] "
+            if width >= self.MIN_BAR:
+                filled = int(width * pct / 100)
+                line = f"[{'#' * filled}{'.' * (width - filled)}] {line}"
+        return line[:limit]
 
     def close(self) -> None:
-        if self._shown:
-            self._stream.write("\r" + " " * 100 + "\r")
+        if self._drawn:
+            self._stream.write("\r" + " " * min(self._drawn, max(1, _terminal_columns(self._stream) - 1)) + "\r")
             self._stream.flush()
+            self._drawn = 0
 
 
 def _transfer(args: argparse.Namespace) -> int:
@@ -206,13 +322,23 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    installed, previous = False, None
+    if args.command != "serve":  # serve stops gracefully on SIGTERM by itself
+        try:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            installed = True
+        except ValueError:  # not the main thread: signals are not ours to handle
+            pass
     try:
         if args.command == "serve":
             return _serve(args)
         return _transfer(args)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        print(f"{PROG} {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except TftpError as exc:
         print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -223,6 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug, or a failure nobody foresaw: still one line, no traceback
+        print(f"{PROG} {args.command}: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if installed:  # main() called from a program: give SIGTERM back as it was
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":
