@@ -7,6 +7,8 @@ Same public API as the compiled loop: ``Loop``, ``EventLoopPolicy``, ``new_event
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import selectors
 import sys
 from typing import Any, Awaitable, Callable, TypeVar
@@ -15,12 +17,44 @@ __all__ = ["Loop", "EventLoopPolicy", "new_event_loop", "install", "run"]
 
 _T = TypeVar("_T")
 
+logger = logging.getLogger("asyncio")  # asyncio's logger, as the compiled loop uses
+ACCEPT_RETRY_DELAY = 0.5  # seconds a listener rests when accept() runs out of resources (asyncio's, the compiled loop's)
+
 
 class Loop(asyncio.SelectorEventLoop):
     """asyncio's selector loop, pinned to epoll (the notes' "epoll 版" server model)."""
 
     def __init__(self) -> None:
         super().__init__(selectors.EpollSelector())
+
+    def _accept_connection(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *timeouts):
+        # asyncio's own, but for one thing: out of descriptors (or memory), CPython's goes on
+        # trying the other backlog - 1 accepts of the round, each failing the same way, logging
+        # it and scheduling one more restart of the listener: with a backlog of 1024, a server
+        # spins at full CPU writing a traceback per try.  Here the first failure ends the round,
+        # as in the compiled loop: reported once, the listener rests ACCEPT_RETRY_DELAY seconds.
+        for _ in range(backlog):
+            try:
+                conn, addr = sock.accept()
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return  # nothing more waiting
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise  # logged by the loop, which goes on
+                self.call_exception_handler({
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": sock,
+                })
+                self._remove_reader(sock.fileno())
+                self.call_later(ACCEPT_RETRY_DELAY, self._start_serving, protocol_factory, sock, sslcontext,
+                                server, backlog, *timeouts)
+                return
+            if self._debug:
+                logger.debug("%r got a new connection from %r: %r", server, addr, conn)
+            self.create_task(self._accept_connection2(protocol_factory, conn, {"peername": addr}, sslcontext,
+                                                      server, *timeouts))
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):

@@ -861,6 +861,11 @@ def test_emfile_on_accept_backs_off_and_keeps_existing_connections(kind, impl_en
     # a back-off, not a busy loop: a handful of attempts while the server was out of descriptors
     # (a loop that kept retrying would make thousands)
     assert 1 <= result["bursts"] <= 10, result
+    if kind == "fastnet":
+        # one report per attempt, both implementations: stock asyncio (and a twin that were just
+        # asyncio) retries the whole backlog at once, a report and a rescheduled listener each,
+        # and with epoll_echo's backlog of 1024 spins at full CPU
+        assert result["reports"] == result["bursts"], result
 
 
 def test_keyboard_interrupt_in_data_received_loses_no_other_event(loop, loop_kind):
