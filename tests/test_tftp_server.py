@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -100,6 +101,60 @@ def test_directories_fifos_and_devices_are_never_served(root):
         for name in names:
             assert fetch_error(server.port, name).code == 2, name
         assert get(server.port, "ok.bin") == data  # and the server keeps serving
+
+
+@pytest.mark.parametrize("direction", ["read", "write"])
+def test_names_the_file_system_rejects_are_refused_with_an_answer(root, caplog, direction):
+    # a name too long, a symlink loop, a file where a directory should be: os.stat fails with
+    # something else than ENOENT, and the request is refused as any other is, with an ERROR and
+    # one access-log line (a write as a read: 2 and the OS's words), never left unanswered
+    caplog.set_level(logging.INFO, logger="fastnet.tftp")
+    (root / "f.bin").write_bytes(b"x")
+    os.symlink("loop", root / "loop")
+    expected = {
+        "a" * 300: (2, os.strerror(errno.ENAMETOOLONG)),
+        "loop": (2, os.strerror(errno.ELOOP)),
+        "loop/x": (2, os.strerror(errno.ELOOP)),
+        "f.bin/x": (2, os.strerror(errno.ENOTDIR)) if direction == "read" else (1, "directory not found"),
+    }
+    encode = codec.encode_rrq if direction == "read" else codec.encode_wrq
+    with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
+
+        def answer(name):
+            peer.send(encode(name), server.port)
+            try:
+                packet, _ = peer.recv(timeout=1.0)
+            except socket.timeout:
+                return None
+            assert type(packet) is codec.Error, packet
+            return packet.code, packet.message.rsplit(": ", 1)[-1]  # the OS's words, after what failed
+
+        answers = {name: answer(name) for name in expected}
+    assert answers == expected
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
+    assert len(lines) == len(expected) and all(f"direction={direction}" in line and "outcome=refused: error" in line
+                                               for line in lines), lines
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    assert sorted(os.listdir(root)) == ["f.bin", "loop"]
+
+
+def test_an_os_error_the_checks_do_not_foresee_is_still_answered(root, caplog, monkeypatch):
+    # a file renamed while the checks look at it, an I/O error: whatever OSError comes out of
+    # them, the client gets an ERROR and the access log its line
+    from fastnet.tftp import server as server_module
+
+    def failing_resolve(root, name):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    caplog.set_level(logging.INFO, logger="fastnet.tftp")
+    monkeypatch.setattr(server_module, "resolve_path", failing_resolve)
+    with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
+        peer.send(codec.encode_wrq("f.bin"), server.port)
+        packet, _ = peer.recv(timeout=2.0)
+    assert packet == codec.Error(0, f"cannot serve the request: {os.strerror(errno.EIO)}")
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
+    assert len(lines) == 1 and "file='f.bin' direction=write" in lines[0] and "refused: error 0" in lines[0]
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
 
 
 def test_missing_file_is_error_1_and_each_refusal_is_logged(root, caplog):
@@ -254,6 +309,57 @@ def test_tsize_beyond_free_space_is_error_3(root):
         packet, _ = peer.recv()
     assert type(packet) is codec.Error and packet.code == 3
     assert os.listdir(root) == []
+
+
+def test_tsize_is_granted_where_the_free_space_cannot_be_told(root, monkeypatch):
+    # statvfs fails on some file systems (ENOSYS on a FUSE one without it): the upload is not
+    # refused for that, nor left unanswered; a full disk would be ERROR 3 during the transfer
+    from fastnet.tftp import server as server_module
+
+    def no_statvfs(directory):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(server_module, "free_space", no_statvfs)
+    with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
+        peer.send(codec.encode_wrq("t.bin", options={"tsize": 5}), server.port)
+        oack, tid = peer.recv(timeout=2.0)
+        assert oack == codec.OptionAck({"tsize": "5"})
+        peer.send(codec.encode_data(1, b"hello"), tid)
+        assert peer.recv()[0] == codec.Ack(1)
+    assert (root / "t.bin").read_bytes() == b"hello"
+
+
+@pytest.mark.parametrize("mode", ["octet", "netascii"])  # the engine's session, the per-packet one
+def test_an_upload_whose_temporary_file_cannot_be_removed_still_ends(root, monkeypatch, caplog, mode):
+    # the upload's directory was made read-only meanwhile, say: the aborted session still ends,
+    # logs its line and gives its slot back, and the leftover is reported
+    from fastnet.tftp.server import TEMP_PREFIX
+
+    caplog.set_level(logging.INFO, logger="fastnet.tftp")
+    unlink = os.unlink
+
+    def refusing_unlink(path, *args, **kwargs):
+        if os.path.basename(path).startswith(TEMP_PREFIX):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", refusing_unlink)
+    with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
+        peer.send(codec.encode_wrq("u.bin", mode), server.port)
+        ack, tid = peer.recv()
+        assert ack == codec.Ack(0)
+        peer.send(codec.encode_data(1, b"u" * 512), tid)
+        assert peer.recv()[0] == codec.Ack(1)
+        peer.send(codec.encode_error(0, "user cancelled"), tid)
+        deadline = time.monotonic() + 5
+        while server.sessions and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.sessions == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
+    assert len(lines) == 1 and lines[0].endswith("outcome=peer error 0: user cancelled"), lines
+    assert any("cannot remove" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    assert len(leftovers(str(root))) == 1 and not (root / "u.bin").exists()
 
 
 FULL_DISK_SERVER = r"""
@@ -452,6 +558,36 @@ def test_a_server_on_the_ipv6_wildcard_serves_ipv4_clients_too(root, impl_env):
     ]
 
 
+@pytest.mark.parametrize("direction", ["read", "write"])
+def test_progress_after_a_retransmission_resets_the_backoff(root, direction):
+    # netascii: the per-packet session.  Block 1 (or ACK 0) is resent after a timeout and then
+    # answered; the next one is lost.  Progress resets the backoff at once, as the engine does:
+    # it goes again one timeout later, not once the doubled wait and a further period are over
+    timeout = 0.3
+    (root / "f.txt").write_bytes(b"t" * 512 * 3)
+    with fastnet_server(str(root), allow_write=True, timeout=timeout, retries=3) as server, RawPeer() as peer:
+        if direction == "read":
+            peer.send(codec.encode_rrq("f.txt", "netascii"), server.port)
+            first, tid = peer.recv()
+            assert first.block == 1 and peer.recv(timeout=3 * timeout)[0] == first
+            peer.send(codec.encode_ack(1), tid)
+            assert peer.recv()[0].block == 2
+            answered = time.monotonic()
+            resent = peer.recv(timeout=6 * timeout)[0]
+            assert type(resent) is codec.Data and resent.block == 2
+        else:
+            peer.send(codec.encode_wrq("up.txt", "netascii"), server.port)
+            first, tid = peer.recv()
+            assert first == codec.Ack(0) and peer.recv(timeout=3 * timeout)[0] == first
+            peer.send(codec.encode_data(1, b"u" * 512), tid)
+            assert peer.recv()[0] == codec.Ack(1)
+            answered = time.monotonic()
+            assert peer.recv(timeout=6 * timeout)[0] == codec.Ack(1)
+        delay = time.monotonic() - answered
+        peer.send(codec.encode_error(0, "enough"), tid)
+    assert 0.8 * timeout < delay < 1.5 * timeout, delay
+
+
 def test_malformed_datagrams_get_error_4_and_do_not_disturb_the_server(root):
     data = fill(str(root / "f.bin"), 2000)
     junk = [b"", b"\x00", b"\x00\x01no-terminator", b"\x00\x09abc\x00", b"\xff" * 600, b"\x00\x01f.bin\x00\x00"]
@@ -463,6 +599,24 @@ def test_malformed_datagrams_get_error_4_and_do_not_disturb_the_server(root):
         peer.send(codec.encode_ack(1), server.port)  # not a request
         assert peer.recv()[0].code == 4
         assert get(server.port, "f.bin") == data
+
+
+def test_a_repeated_option_is_refused_and_logged_like_any_refusal(root, caplog):
+    # RFC 2347 has each option once: a request naming one twice (case aside) gets ERROR 4 and,
+    # as any refused request does, one access-log line with its file and direction
+    caplog.set_level(logging.INFO, logger="fastnet.tftp.access")
+    fill(str(root / "f.bin"), 100)
+    with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
+        peer.send(b"\0\1f.bin\0octet\0blksize\0001024\0blksize\000512\0", server.port)
+        read_error, _ = peer.recv()
+        peer.send(b"\0\2up.bin\0octet\0tsize\0005\0TSIZE\0005\0", server.port)
+        write_error, _ = peer.recv()
+    assert read_error == write_error == codec.Error(4, "malformed request: repeated option")
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
+    assert len(lines) == 2, lines
+    assert "file='f.bin' direction=read" in lines[0] and "file='up.bin' direction=write" in lines[1]
+    assert all(line.endswith("outcome=refused: error 4: malformed request: repeated option") for line in lines)
+    assert sorted(os.listdir(root)) == ["f.bin"]
 
 
 def test_sessions_beyond_max_sessions_are_refused(root):

@@ -164,7 +164,11 @@ def _negotiate(
                 if size is not None and not netascii:
                     accepted[name] = size  # netascii's size on the wire is unknown: ignore the option
             else:
-                if value > free_space(directory):
+                try:
+                    room = free_space(directory)
+                except OSError:  # a file system that cannot tell (statvfs is optional in FUSE):
+                    room = None  # a full disk is then ERROR 3 during the upload
+                if room is not None and value > room:
                     raise _Refused(3, f"{value} bytes do not fit: not enough free space")
                 accepted[name] = value
         # any other option is ignored (RFC 2347)
@@ -173,6 +177,18 @@ def _negotiate(
         window = max(1, server.max_window_bytes // blksize)
         accepted["windowsize"] = window
     return accepted, blksize, window, timeout
+
+
+def _discard(tmp: str) -> None:
+    """Remove an upload's temporary file (one not to be committed, or the second name of one
+    that was).  A failure (its directory made read-only meanwhile, say) is logged, not raised:
+    the session must still end, log its line and give its slot back."""
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("tftp: cannot remove %s: %s", tmp, exc.strerror)
 
 
 def _commit_upload(tmp: str, target: str, overwrite: bool) -> None:
@@ -185,7 +201,7 @@ def _commit_upload(tmp: str, target: str, overwrite: bool) -> None:
             os.link(tmp, target)  # atomic "create only if absent"
         except FileExistsError:
             raise _Refused(6, "file already exists") from None
-        os.unlink(tmp)
+        _discard(tmp)  # the upload is in place: a second name left behind is litter, not a failure
 
 
 class _SessionCommon:
@@ -333,16 +349,14 @@ class _Session(_SessionCommon, asyncio.DatagramProtocol):
     def _on_timer(self) -> None:
         # The per-packet path only bumps self._moves (no clock read, no timer re-arming): when the
         # timer fires after progress, it simply waits another period from now.  A stall is thus
-        # noticed between one and two periods after the last progress.
+        # noticed between one and two periods after the last progress.  (After a retransmission,
+        # progress re-arms at once: see _reset_backoff.)
         if self.done:
             return
         now = self._clock()
         mark = self._mark()
         if mark != self._seen_moves:
             self._seen_moves = mark
-            if self._tries:
-                self._tries = 0
-                self._wait = self._timeout
             self._timer = self._loop.call_at(now + self._wait, self._on_timer)
             return
         self._tries += 1
@@ -357,6 +371,18 @@ class _Session(_SessionCommon, asyncio.DatagramProtocol):
             self.finish(f"internal error: {exc}", 0, "internal error")
             return
         self._timer = self._loop.call_at(now + self._wait, self._on_timer)
+
+    def _reset_backoff(self) -> None:
+        """The first step forward after a retransmission: back to the first timeout, counted from
+        now, as the engine does.  Left to the timer, the backed-off wait would run out first and
+        a period follow it: a block lost right after a retransmission went again after three
+        timeouts, not one.  Called only while ``_tries`` is set, so that the per-packet path
+        re-arms no timer otherwise (see _on_timer)."""
+        self._tries = 0
+        self._wait = self._timeout
+        if self._timer is not None:
+            self._timer.cancel()
+        self._arm()
 
     def error_received(self, exc: Exception) -> None:
         if not (isinstance(exc, OSError) and self._late_icmp(exc)):
@@ -528,12 +554,16 @@ class _ReadSession(_Session):
                     self._raw_sendto(self._encode_data(base & 0xFFFF, payload), self._peer)
                 if len(payload) < bs:
                     self._last = base
+                if self._tries:
+                    self._reset_backoff()
                 return
             delta = (packet.block - base + 1) & 0xFFFF
             if self._oack is not None:
                 if packet.block == 0:
                     self._oack = None
                     self._moves += 1
+                    if self._tries:
+                        self._reset_backoff()
                     self._send_window()
                 return
             if 0 < delta <= self._sent_hi - base + 1:
@@ -547,6 +577,8 @@ class _ReadSession(_Session):
                 self._source.release(base)
                 self._dup_resent = False
                 self._moves += 1
+                if self._tries:
+                    self._reset_backoff()
                 self._send_window()
             elif delta == 0 and self._window > 1 and not self._dup_resent:
                 # RFC 7440: the client saw a gap at the window's first block; resend it once
@@ -639,6 +671,8 @@ class _WriteSession(_Session):
                     self._last_sent = ack = self._encode_ack(block)
                     self._send(ack)
                     self._moves += 1
+                if self._tries:
+                    self._reset_backoff()
             elif self._window == 1:
                 if expected > 1 and block == ((expected - 1) & 0xFFFF):
                     self._send(self._last_sent)  # our ACK was lost: ACK again
@@ -682,10 +716,7 @@ class _WriteSession(_Session):
                 self._file.close()
             except OSError:
                 pass
-            try:
-                os.unlink(self._tmp)
-            except FileNotFoundError:
-                pass
+            _discard(self._tmp)
 
 
 class _EngineSession(_SessionCommon):
@@ -873,10 +904,7 @@ class _EngineSession(_SessionCommon):
                 pass
             self._fd = -1
         if not self._committed and self._tmp is not None:
-            try:
-                os.unlink(self._tmp)
-            except FileNotFoundError:
-                pass
+            _discard(self._tmp)
 
     def close_transport(self) -> None:
         self._server._dallying.discard(self)
@@ -1153,6 +1181,12 @@ class TftpServer:
         try:
             request = codec.decode(data)
         except codec.DecodeError as exc:
+            if len(data) >= 2 and data[0] == 0 and data[1] in (1, 2):
+                # an RRQ or WRQ all the same (a repeated option, say, which RFC 2347 does not
+                # allow): refused like any other request, with its access-log line
+                name = _request_name(data)
+                self._refuse(addr, name, direction_of(data[1] == 1), 4, f"malformed request: {exc.reason}")
+                return
             log.warning("tftp: malformed request from %s: %s", format_address(addr), exc)
             if not (len(data) >= 2 and data[0] == 0 and data[1] == 5):
                 self._listener.sendto(codec.encode_error(4, "malformed request"), addr)
@@ -1191,6 +1225,14 @@ class TftpServer:
         except _Refused as exc:
             sock.close()
             self._refuse(addr, name, direction, exc.code, exc.message)
+            return
+        except OSError as exc:
+            # a failure the checks do not foresee (a file renamed under them, say): refused all
+            # the same, or the client would hear nothing
+            sock.close()
+            refusal = _refusal(exc, "cannot serve the request", 0)
+            self._refuse(addr, name, direction, refusal.code, refusal.message)
+            log.warning("tftp: %s request from %s for %r failed: %s", direction, format_address(addr), name, exc)
             return
         except BaseException:
             sock.close()
@@ -1277,13 +1319,22 @@ class TftpServer:
     def _check_write(self, path: str) -> None:
         if not self.allow_write:
             raise _Refused(2, "writing is disabled on this server")
-        directory = os.path.dirname(path)
-        if not os.path.isdir(directory):
+        # any other failure (a name too long, a symlink loop, a directory nobody may search) is
+        # refused as a read of the same name is (_open_for_read)
+        try:
+            st = os.stat(os.path.dirname(path))
+        except (FileNotFoundError, NotADirectoryError):
+            raise _Refused(1, "directory not found") from None
+        except OSError as exc:
+            raise _refusal(exc, "cannot write the file", 2) from None
+        if not stat.S_ISDIR(st.st_mode):
             raise _Refused(1, "directory not found")
         try:
             st = os.stat(path)
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise _refusal(exc, "cannot write the file", 2) from None
         if not stat.S_ISREG(st.st_mode):
             raise _Refused(2, "not a regular file")
         if not self.allow_overwrite:
@@ -1302,6 +1353,12 @@ def _refusal(exc: OSError, doing: str, code: int) -> _Refused:
     if exc.errno in _EXHAUSTED:
         return _Refused(0, f"server busy: {(exc.strerror or 'out of resources').lower()}, try again later")
     return _Refused(2 if exc.errno in _DENIED else code, f"{doing}: {exc.strerror}")
+
+
+def _request_name(data: bytes) -> str:
+    """The file name of a malformed RRQ or WRQ, as far as there is one (for the access log)."""
+    end = data.find(b"\0", 2)
+    return data[2 : end if end >= 0 else len(data)].decode("utf-8", "surrogateescape")
 
 
 def direction_of(is_read: bool) -> str:
