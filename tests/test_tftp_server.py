@@ -362,6 +362,26 @@ def test_an_upload_whose_temporary_file_cannot_be_removed_still_ends(root, monke
     assert len(leftovers(str(root))) == 1 and not (root / "u.bin").exists()
 
 
+@pytest.mark.parametrize("mode", ["octet", "netascii"])  # the engine's run; the per-packet path
+def test_an_upload_data_longer_than_the_block_size_is_error_4_and_leaves_nothing(root, caplog, mode):
+    caplog.set_level(logging.INFO, logger="fastnet.tftp.access")
+    with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
+        peer.send(codec.encode_wrq("u.bin", mode), server.port)
+        ack, tid = peer.recv()
+        assert ack == codec.Ack(0)
+        peer.send(codec.encode_data(1, b"u" * 512), tid)
+        assert peer.recv()[0] == codec.Ack(1)
+        peer.send(codec.encode_data(2, b"L" * 600), tid)
+        error = peer.recv()[0]
+        deadline = time.monotonic() + 5
+        while server.sessions and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert error == codec.Error(4, "DATA longer than the block size")
+    lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
+    assert len(lines) == 1 and lines[0].endswith("outcome=DATA longer than the block size"), lines
+    assert leftovers(str(root)) == [] and not (root / "u.bin").exists()
+
+
 FULL_DISK_SERVER = r"""
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

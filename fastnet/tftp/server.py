@@ -654,6 +654,9 @@ class _WriteSession(_Session):
             expected = self._expected
             if block == (expected & 0xFFFF):
                 payload = packet.payload
+                if len(payload) > self._blksize:  # a broken client: dropping it would only stall
+                    self.finish("DATA longer than the block size", 4, "DATA longer than the block size")
+                    return
                 try:
                     self._sink.write(payload)
                 except OSError as exc:
@@ -822,7 +825,9 @@ class _EngineSession(_SessionCommon):
             return
         if type(packet) is codec.Error:
             self.finish(f"peer error {int(packet.code)}: {packet.message}")
-        else:  # pragma: no cover - the engine stops only on the two above
+        elif type(packet) is codec.Data:  # the engine stops on a DATA only when it is too long
+            self.finish("DATA longer than the block size", 4, "DATA longer than the block size")
+        else:  # pragma: no cover - the engine stops only on the three above
             self.finish(f"unexpected {type(packet).__name__}", 4, "unexpected packet")
 
     def _complete(self) -> None:
