@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import socket
 import sys
@@ -32,14 +33,19 @@ __all__ = [
     "announce",
     "bind_address",
     "connect_address",
+    "count_number",
     "emit",
     "fail",
     "family_of",
     "format_address",
     "messages",
     "port_number",
+    "positive_seconds",
+    "recv",
     "run",
+    "seconds",
     "show",
+    "warn",
 ]
 
 #: First line of every server: ``listening on 127.0.0.1:7788``.
@@ -104,6 +110,11 @@ def fail(message: str) -> int:
     return 1
 
 
+def warn(message: str) -> None:
+    """A one-line ``warning:`` on stderr: something the user should know, and the program goes on."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def family_of(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -152,6 +163,48 @@ def port_number(text: str) -> int:
     return port
 
 
+def _float(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    # float() also accepts "nan" and "inf": neither is a time a socket or a sleep can wait
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{what} must be a finite number of seconds, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type for a timeout or a duration: finite and above 0.
+
+    0 would not mean "no wait": ``settimeout(0)`` makes a socket non-blocking, and a negative
+    value is a ValueError there; nan and inf are refused here rather than deep inside a call.
+    """
+    value = _float(text, "the time")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the time must be above 0 seconds, not {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """argparse type for a pause (``--delay``, ``--hold``): finite, 0 or more."""
+    value = _float(text, "the pause")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"the pause must be 0 seconds or more, not {text!r}")
+    return value
+
+
+def count_number(text: str) -> int:
+    """argparse type for a count (``--count``, ``--rounds``, ``-n``): an integer, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def add_address_options(parser: argparse.ArgumentParser, port: int, *, server: bool) -> None:
     """``--host``/``--port`` (and ``--all-interfaces`` for a server) with the notes' port."""
     if server:
@@ -198,11 +251,11 @@ def add_bounds(
 ) -> None:
     """``--count N`` (what is counted is said by *count*) and ``--duration SECONDS``; both unbounded by default."""
     if count is not None:
-        parser.add_argument("--count", type=int, default=None, metavar="N", help=f"stop after {count} (default: never)")
+        parser.add_argument("--count", type=count_number, default=None, metavar="N", help=f"stop after {count} (default: never)")
     if duration:
         parser.add_argument(
             "--duration",
-            type=float,
+            type=positive_seconds,
             default=None,
             metavar="SECONDS",
             help="stop after this many seconds (default: never)",
@@ -267,6 +320,27 @@ class Deadline:
         if left is None:
             return cap
         return left if cap is None else min(left, cap)
+
+
+def recv(sock: socket.socket, size: int, deadline: Deadline) -> bytes | None:
+    """``sock.recv(size)``, or None once the ``--duration`` is over (the connection stays open).
+
+    Like an accept() without a deadline, the wait is cut into slices of at most
+    SIGNAL_CHECK_INTERVAL, so that a Ctrl-C is seen and the deadline is checked while a client
+    stays connected and silent.  The socket is blocking again afterwards, for the sendall() that
+    usually follows.
+    """
+    try:
+        while True:
+            if deadline.expired():
+                return None
+            sock.settimeout(max(deadline.timeout(SIGNAL_CHECK_INTERVAL), 1e-6))
+            try:
+                return sock.recv(size)
+            except socket.timeout:
+                continue
+    finally:
+        sock.settimeout(None)
 
 
 def run(handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:

@@ -164,15 +164,22 @@ def cmd_gevent_server(args: argparse.Namespace) -> int:
         name = _cli.format_address(addr)
         with conn:
             while True:
+                # a client that resets (or stops reading, then resets) ends its own greenlet
+                # with a line here, not with a traceback from gevent's hub
                 try:
                     data = conn.recv(RECV_SIZE)
-                except ConnectionResetError:
-                    data = b""
+                except ConnectionResetError as exc:
+                    _cli.emit(f"[{name}] closed: {exc.strerror}")
+                    break
                 if not data:
                     _cli.emit(f"[{name}] closed")
                     break
                 _cli.emit(f"recv[{name}]: {_cli.show(data)}")
-                conn.sendall(data)
+                try:
+                    conn.sendall(data)
+                except (ConnectionResetError, BrokenPipeError) as exc:
+                    _cli.emit(f"[{name}] closed: {exc.strerror}")
+                    break
 
     host, port = _cli.bind_address(args)
     deadline = _cli.Deadline(args.duration)
@@ -221,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="examples", metavar="EXAMPLE")
 
     def turns(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--rounds", type=int, default=None, metavar="N", help="stop after N turns each (default: never)")
-        p.add_argument("--delay", type=float, default=0.5, metavar="SECONDS", help="pause after each turn (default: %(default)s)")
+        p.add_argument("--rounds", type=_cli.count_number, default=None, metavar="N", help="stop after N turns each (default: never)")
+        p.add_argument("--delay", type=_cli.seconds, default=0.5, metavar="SECONDS", help="pause after each turn (default: %(default)s)")
 
     p = sub.add_parser(
         "generators",
@@ -241,10 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_guarded(cmd_greenlet))
 
     def spawned(p: argparse.ArgumentParser, delay: float | None) -> None:
-        p.add_argument("--count", type=int, default=5, metavar="N", help="what each greenlet counts to (default: %(default)s)")
-        p.add_argument("--greenlets", type=int, default=3, metavar="N", help="greenlets to spawn (default: %(default)s)")
+        p.add_argument("--count", type=_cli.count_number, default=5, metavar="N", help="what each greenlet counts to (default: %(default)s)")
+        p.add_argument("--greenlets", type=_cli.count_number, default=3, metavar="N", help="greenlets to spawn (default: %(default)s)")
         if delay is not None:
-            p.add_argument("--delay", type=float, default=delay, metavar="SECONDS", help="gevent.sleep after each line (default: %(default)s)")
+            p.add_argument("--delay", type=_cli.seconds, default=delay, metavar="SECONDS", help="gevent.sleep after each line (default: %(default)s)")
 
     p = sub.add_parser(
         "gevent-spawn",
@@ -271,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         "then fetch every URL in its own greenlet and print the sizes. Needs gevent.",
     )
     p.add_argument("urls", nargs="+", metavar="URL", help="URLs to download")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per download (default: %(default)s)")
+    p.add_argument("--timeout", type=_cli.positive_seconds, default=30.0, help="seconds per download (default: %(default)s)")
     p.set_defaults(handler=_guarded(cmd_gevent_download))
 
     p = sub.add_parser(

@@ -9,8 +9,8 @@
 Engines: ``relay`` (default) is :mod:`fastnet.relay` -- the per-message path never enters Python;
 ``loop`` is an ``asyncio.Protocol`` on :class:`fastnet.Loop`.  ``--verbose`` prints what the notes'
 server prints ('有新的客户端到来<addr>', 'recv:<text>', '<addr>---offline---'), so it needs Python
-code per message and runs on the loop engine.  Received bytes are shown as UTF-8 with undecodable
-bytes escaped.
+code per message and runs on the loop engine.  Received bytes are shown as the other examples show
+them: UTF-8 with undecodable bytes escaped, and line breaks inside a message escaped (``\\n``).
 
 On start one line gives the address, the engine and the implementation; Ctrl-C or SIGTERM stop the
 server, which then prints its statistics and exits 0.
@@ -27,13 +27,17 @@ import socket
 import sys
 from typing import Any
 
+from fastnet import _cli
+
 log = logging.getLogger("fastnet.epoll_echo")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _show(data: bytes) -> str:
-    return data.decode("utf-8", "backslashreplace")
+    # the examples' one line per message (fastnet._cli.show): a line break inside a message is
+    # shown as \n, not printed, so that one recv: line is one message
+    return _cli.show(data)
 
 
 def _start_line(proto: str, address: tuple, engine: str, implementation: str, workers: int) -> str:
@@ -200,7 +204,7 @@ def main(argv=None) -> int:
         prog="python -m fastnet.epoll_echo", description="Echo server: the notes' epoll server, fast."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7788, help="port (0: any free port, printed on start)")
+    parser.add_argument("--port", type=_cli.port_number, default=7788, help="port (0: any free port, printed on start)")
     parser.add_argument("--udp", action="store_true", help="echo UDP datagrams instead of TCP streams")
     parser.add_argument("--engine", choices=("relay", "loop"), default="relay",
                         help="relay: the C relay (default); loop: a Python Protocol on fastnet.Loop")
@@ -213,8 +217,6 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    if not 0 <= args.port <= 65535:
-        parser.error("--port must be 0..65535")
     engine = "loop" if args.verbose else args.engine
     if engine == "loop" and args.workers > 1:
         parser.error("--workers needs the relay engine (not --engine loop or --verbose)")

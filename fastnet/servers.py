@@ -12,7 +12,11 @@
 Bugs of the notes fixed here: the non-blocking server's ``g_needDelClientInfoList`` NameError and
 its 100 % CPU busy loop; the write-list server logging the last client's address for everyone and
 never dropping closed clients; the epoll server reading once per edge-triggered event (it must read
-until EAGAIN) and never forgetting closed connections.
+until EAGAIN) and never forgetting closed connections; the select server's blocking send, which let
+one client that does not read stall everyone (and its reset end the server). Also: the epoll server
+echoes a half-closed connection to the end and bounds what waits for a client that does not read;
+the multi-process server's children close the listening socket and end with the parent on SIGTERM;
+``--duration`` also ends a wait for a silent connected client.
 
 The fast echo server is ``python -m fastnet.epoll_echo``.
 """
@@ -24,6 +28,7 @@ import collections
 import multiprocessing
 import random
 import select
+import signal
 import socket
 import sys
 import threading
@@ -36,6 +41,9 @@ __all__ = ["main"]
 DEFAULT_PORT = 7788
 WRITELIST_PORT = 9999  # the notes' write-list server
 RECV_SIZE = 1024
+# epoll server: most echo bytes kept for one client that does not read (fastnet.relay keeps one
+# 64 KiB read); past it, that connection is not read until it takes its echo
+PENDING_LIMIT = 64 * 1024
 FAST_ECHO = "python -m fastnet.epoll_echo"
 
 
@@ -73,20 +81,28 @@ def _accept(server: socket.socket, deadline: _cli.Deadline):
         return conn, addr
 
 
-def _deal_with_client(conn: socket.socket, addr) -> None:
-    """Print what one client sends until it closes (the notes' dealWithClient)."""
+def _deal_with_client(conn: socket.socket, addr, deadline: _cli.Deadline | None = None) -> bool:
+    """Print what one client sends until it closes (the notes' dealWithClient).
+
+    False when the *deadline* (the --duration) ended it first: a silent client that stays
+    connected must not keep the server running past its --duration.
+    """
     name = _cli.format_address(addr)
+    deadline = deadline or _cli.Deadline(None)
     with conn:
         while True:
             try:
-                data = conn.recv(RECV_SIZE)
+                data = _cli.recv(conn, RECV_SIZE, deadline)
             except ConnectionResetError:
                 data = b""
+            if data is None:
+                _cli.emit(f"[{name}] closed: the --duration is over")
+                return False
             if data:
                 _cli.emit(f"recv[{name}]: {_cli.show(data)}")
             else:
                 _cli.emit(f"[{name}] closed")
-                break
+                return True
 
 
 # -- 单进程服务器 ----------------------------------------------------------------------------
@@ -104,18 +120,35 @@ def cmd_single(args: argparse.Namespace) -> int:
             conn, addr = got
             served += 1
             _cli.emit(f"serving {_cli.format_address(addr)}; other clients wait until it closes")
-            _deal_with_client(conn, addr)
+            if not _deal_with_client(conn, addr, deadline):
+                break
     return 0
 
 
 # -- 多进程服务器 ----------------------------------------------------------------------------
 
 
-def _child(conn: socket.socket, addr) -> None:
+EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a program ended by SIGTERM
+
+
+def _child(conn: socket.socket, addr, server: socket.socket) -> None:
+    # The parent's SIGTERM handler and blocked SIGTERM came along with the fork (see cmd_process);
+    # the parent ends a child with SIGTERM, which must simply end it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    # The fork also copied the listening socket. A child that kept it would keep the port
+    # taken after the parent has gone, and new clients would queue where nobody accepts.
+    server.close()
     try:
         _deal_with_client(conn, addr)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: end quietly
         pass
+
+
+def _terminated(signum, frame):
+    # SIGTERM (kill, systemd) ends the parent like Ctrl-C does: through the finally clauses
+    # that end the children and close the listening socket.
+    raise SystemExit(EXIT_TERMINATED)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -124,6 +157,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     context = multiprocessing.get_context("fork")
     children = []
     accepted = 0
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         with _listen(args, 5) as server:
             while args.count is None or accepted < args.count:
@@ -133,20 +167,33 @@ def cmd_process(args: argparse.Namespace) -> int:
                 conn, addr = got
                 accepted += 1
                 _cli.emit(f"new process for {_cli.format_address(addr)}")
-                # daemon: when the parent exits (Ctrl-C, --duration) the children are ended too
-                child = context.Process(target=_child, args=(conn, addr), daemon=True)
-                child.start()
+                # daemon: multiprocessing ends the children when the parent returns normally;
+                # Ctrl-C and SIGTERM end them in the finally clause below
+                child = context.Process(target=_child, args=(conn, addr, server), daemon=True)
+                children = [c for c in children if c.is_alive()]
+                # a SIGTERM that came between the fork and the append would leave a child
+                # nobody ends: hold it back until the child is in the list
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+                try:
+                    child.start()
+                    children.append(child)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
                 # the child has its own copy of the socket; the parent's is of no more use
                 conn.close()
-                children = [c for c in children if c.is_alive()]
-                children.append(child)
         for child in children:
             child.join(deadline.remaining())
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this short
         for child in children:
             if child.is_alive():
                 child.terminate()
+        for child in children:
+            child.join(1.0)
+            if child.is_alive():  # a child that does not end on SIGTERM
+                child.kill()
                 child.join(1.0)
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
@@ -255,19 +302,53 @@ def cmd_select(args: argparse.Namespace) -> int:
     with _listen(args, 5) as server:
         inputs: list = [server]
         addresses: dict[socket.socket, tuple] = {}
+        # The notes echo with a blocking send(): one client that sends without reading fills its
+        # socket buffers, the send blocks, and every other client waits. Here client sockets are
+        # non-blocking; what the kernel does not take yet waits in `unsent`, and until it is out
+        # that client is not read (so at most one recv() of it is kept) and select() watches it
+        # for writability instead.
+        unsent: dict[socket.socket, bytes] = {}
         if not args.ignore_stdin:
             inputs.append(sys.stdin)
             _cli.emit("press Enter to stop")
+
+        def close(sock: socket.socket, why: str = "closed") -> None:
+            _cli.emit(f"[{_cli.format_address(addresses.pop(sock))}] {why}")
+            if sock in inputs:
+                inputs.remove(sock)
+            unsent.pop(sock, None)
+            sock.close()
+
+        def send(sock: socket.socket, data: bytes) -> None:
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                # the client went away: that ends its connection, not the server
+                close(sock, f"closed: {exc.strerror}")
+                return
+            if sent < len(data):
+                if sock not in unsent:
+                    inputs.remove(sock)  # read no more of it until its echo is out
+                unsent[sock] = data[sent:]
+            elif sock in unsent:
+                del unsent[sock]
+                inputs.append(sock)
+
         try:
             running = True
             while running:
                 timeout = deadline.timeout(_cli.SIGNAL_CHECK_INTERVAL)
                 if timeout == 0:
                     break
-                readable, _, _ = select.select(inputs, [], [], timeout)
+                readable, writable, _ = select.select(inputs, list(unsent), [], timeout)
+                for sock in writable:
+                    send(sock, unsent[sock])
                 for sock in readable:
                     if sock is server:
                         conn, addr = server.accept()
+                        conn.setblocking(False)
                         inputs.append(conn)
                         addresses[conn] = addr
                         _cli.emit(f"new client: {_cli.format_address(addr)}")
@@ -275,22 +356,22 @@ def cmd_select(args: argparse.Namespace) -> int:
                         sys.stdin.readline()  # a line, or the end of stdin: either way, stop
                         running = False
                         break
-                    else:
+                    elif sock in addresses:  # not closed earlier in this round
                         try:
                             data = sock.recv(RECV_SIZE)
-                        except ConnectionResetError:
-                            data = b""
+                        except BlockingIOError:
+                            continue
+                        except ConnectionResetError as exc:
+                            close(sock, f"closed: {exc.strerror}")
+                            continue
                         if data:
-                            sock.sendall(data)
                             _cli.emit(f"echoed[{_cli.format_address(addresses[sock])}]: {_cli.show(data)}")
+                            send(sock, data)
                         else:
-                            _cli.emit(f"[{_cli.format_address(addresses.pop(sock))}] closed")
-                            inputs.remove(sock)
-                            sock.close()
+                            close(sock)
         finally:
-            for sock in inputs:
-                if isinstance(sock, socket.socket) and sock is not server:
-                    sock.close()
+            for sock in addresses:
+                sock.close()
     return 0
 
 
@@ -378,6 +459,7 @@ def cmd_epoll(args: argparse.Namespace) -> int:
     connections: dict[int, socket.socket] = {}
     addresses: dict[int, tuple] = {}
     pending: dict[int, bytearray] = {}  # echo bytes the kernel would not take yet
+    finished: set[int] = set()  # the client has sent all it will (EOF): echo the rest, then close
     ET = select.EPOLLET
     with _listen(args, 10) as server, select.epoll() as epoll:
         server.setblocking(False)
@@ -387,21 +469,44 @@ def cmd_epoll(args: argparse.Namespace) -> int:
             epoll.unregister(fd)
             connections.pop(fd).close()
             pending.pop(fd, None)
+            finished.discard(fd)
             _cli.emit(f"{_cli.format_address(addresses.pop(fd))} offline ({len(connections)} still connected)")
 
-        def flush(fd: int) -> bool:
-            """Write what is pending for *fd*; False if the connection is gone."""
-            buf = pending[fd]
+        def serve(fd: int) -> bool:
+            """Read what *fd* sent, echo it; False once the connection is over."""
+            conn, buf = connections[fd], pending[fd]
+            # edge-triggered: the event comes once, so read until EAGAIN -- or until the echo
+            # waiting for a client that does not read reaches PENDING_LIMIT: then reading stops
+            # (no EPOLLIN below) until the client takes some, so memory stays bounded, as in
+            # fastnet.relay
+            while fd not in finished and len(buf) < PENDING_LIMIT:
+                try:
+                    data = conn.recv(RECV_SIZE)
+                except BlockingIOError:
+                    break
+                except ConnectionResetError:
+                    return False
+                if not data:
+                    # a half-close: the client still reads, so what it sent is echoed first
+                    finished.add(fd)
+                    break
+                _cli.emit(f"recv[{_cli.format_address(addresses[fd])}]: {_cli.show(data)}")
+                if args.echo:
+                    buf += data
             while buf:
                 try:
-                    sent = connections[fd].send(buf)
+                    sent = conn.send(buf)
                 except BlockingIOError:
                     break
                 except (ConnectionResetError, BrokenPipeError):
                     return False
                 del buf[:sent]
-            mask = select.EPOLLIN | ET | (select.EPOLLOUT if buf else 0)
-            epoll.modify(fd, mask)
+            if fd in finished and not buf:
+                return False
+            # EPOLL_CTL_MOD also re-arms the edge: if data waits that we did not read (the
+            # limit), the next poll() reports it again
+            reading = select.EPOLLIN if fd not in finished and len(buf) < PENDING_LIMIT else 0
+            epoll.modify(fd, ET | reading | (select.EPOLLOUT if buf else 0))
             return True
 
         try:
@@ -424,29 +529,7 @@ def cmd_epoll(args: argparse.Namespace) -> int:
                             epoll.register(conn.fileno(), select.EPOLLIN | ET)
                             _cli.emit(f"new client: {_cli.format_address(addr)}")
                         continue
-                    if fd not in connections:
-                        continue
-                    alive = True
-                    if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
-                        # edge-triggered: the event comes once, so read until EAGAIN
-                        while True:
-                            try:
-                                data = connections[fd].recv(RECV_SIZE)
-                            except BlockingIOError:
-                                break
-                            except ConnectionResetError:
-                                data = b""
-                            if not data:
-                                alive = False
-                                break
-                            _cli.emit(f"recv[{_cli.format_address(addresses[fd])}]: {_cli.show(data)}")
-                            if args.echo:
-                                pending[fd] += data
-                        if args.echo and alive and pending[fd]:
-                            alive = flush(fd)
-                    elif events & select.EPOLLOUT:
-                        alive = flush(fd)
-                    if not alive:
+                    if fd in connections and not serve(fd):
                         forget(fd)
         finally:
             for conn in connections.values():
@@ -479,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = server(
         "process",
         "多进程服务器: a process per client",
-        "多进程服务器 (multi-process server): fork a process per client.",
+        "多进程服务器 (multi-process server): fork a process per client. Ctrl-C or SIGTERM end the "
+        "children too (exit status 130, 143).",
     )
     p.set_defaults(handler=cmd_process)
 
@@ -499,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--poll-interval",
-        type=float,
+        type=_cli.seconds,
         default=0.01,
         metavar="SECONDS",
         help="sleep after a pass that found nothing to do (default: %(default)s)",
@@ -513,17 +597,19 @@ def build_parser() -> argparse.ArgumentParser:
         "then send a random number on each, round after round.",
     )
     _cli.add_address_options(p, DEFAULT_PORT, server=False)
-    p.add_argument("-n", "--connections", type=int, default=10, help="connections to open (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=10, help="rounds of sending (default: %(default)s)")
-    p.add_argument("--delay", type=float, default=0.1, metavar="SECONDS", help="pause between rounds (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=5.0, help="connect timeout in seconds (default: %(default)s)")
+    p.add_argument("-n", "--connections", type=_cli.count_number, default=10, help="connections to open (default: %(default)s)")
+    p.add_argument("--rounds", type=_cli.count_number, default=10, help="rounds of sending (default: %(default)s)")
+    p.add_argument("--delay", type=_cli.seconds, default=0.1, metavar="SECONDS", help="pause between rounds (default: %(default)s)")
+    p.add_argument("--timeout", type=_cli.positive_seconds, default=5.0, help="connect timeout in seconds (default: %(default)s)")
     p.set_defaults(handler=cmd_nonblocking_client)
 
     p = server(
         "select",
         "select 回显服务器: echo server on select(), quits on a line from stdin",
         "select 回显服务器 (select echo server): echo every client with select(); a line on stdin "
-        f"(or its end) stops it. The fast echo server is `{FAST_ECHO}`.",
+        "(or its end) stops it. Fixed: sends no longer block (a client that does not read waits "
+        "alone, unread, until it takes its echo) and a reset closes only that client. "
+        f"The fast echo server is `{FAST_ECHO}`.",
         count=None,
     )
     p.add_argument("--ignore-stdin", action="store_true", help="do not watch stdin (run until Ctrl-C or --duration)")
@@ -544,8 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
         "epoll",
         "epoll 版 - TCP 服务器: edge-triggered select.epoll",
         "epoll 版 - TCP 服务器 (epoll server): edge-triggered select.epoll in pure Python; prints "
-        "what each client sends and echoes it. Fixed: it reads until EAGAIN after each event and "
-        f"forgets closed connections. The fast, C epoll echo server is `{FAST_ECHO}`.",
+        "what each client sends and echoes it. Fixed: it reads until EAGAIN after each event, "
+        "forgets closed connections, echoes a half-closed connection to the end, and stops reading "
+        f"a client whose echo waits past {PENDING_LIMIT // 1024} KiB. The fast, C epoll echo server is `{FAST_ECHO}`.",
         count=None,
     )
     p.add_argument("--no-echo", dest="echo", action="store_false", help="only print, as the notes do")

@@ -64,8 +64,11 @@ def cmd_server(args: argparse.Namespace) -> int:
         conn, addr = got
         with conn:
             _cli.emit(f"connection from {_cli.format_address(addr)}")
-            conn.settimeout(deadline.socket_timeout())
-            data = conn.recv(RECV_SIZE)
+            # a client that says nothing ends at the --duration like any other wait, not as an error
+            data = _cli.recv(conn, RECV_SIZE, deadline)
+            if data is None:
+                _cli.emit("nothing received: the --duration is over")
+                return 0
             _cli.emit(f"received: {_cli.show(data)}")
             conn.sendall(reply)
     return 0
@@ -110,7 +113,11 @@ def cmd_chat_server(args: argparse.Namespace) -> int:
             with conn:
                 _cli.emit(f"connection from {_cli.format_address(addr)}")
                 while True:
-                    data = conn.recv(RECV_SIZE)
+                    # the --duration also ends a wait for a client that stays connected and silent
+                    data = _cli.recv(conn, RECV_SIZE, deadline)
+                    if data is None:
+                        _cli.emit(f"{_cli.format_address(addr)}: the --duration is over, closing the connection")
+                        return 0
                     if not data:  # an empty read: the client closed the connection
                         _cli.emit(f"{_cli.format_address(addr)} closed the connection")
                         break
@@ -184,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_options(p: argparse.ArgumentParser) -> None:
         _cli.add_address_options(p, DEFAULT_PORT, server=False)
-        p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait on the network (default: %(default)s)")
+        p.add_argument("--timeout", type=_cli.positive_seconds, default=10.0, help="seconds to wait on the network (default: %(default)s)")
 
     p = sub.add_parser(
         "server",
@@ -234,9 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the queue; after that the kernel drops new SYNs and clients' connect() blocks.",
     )
     _cli.add_address_options(p, DEFAULT_PORT, server=True)
-    p.add_argument("--backlog", type=int, default=5, help="the n of listen(n) (default: %(default)s)")
-    p.add_argument("--accept-delay", type=float, default=1.0, metavar="SECONDS", help="pause after each accept (default: %(default)s)")
-    p.add_argument("--hold", type=float, default=0.0, metavar="SECONDS", help="do not accept at all for this long first (default: 0)")
+    p.add_argument("--backlog", type=_cli.count_number, default=5, help="the n of listen(n) (default: %(default)s)")
+    p.add_argument("--accept-delay", type=_cli.seconds, default=1.0, metavar="SECONDS", help="pause after each accept (default: %(default)s)")
+    p.add_argument("--hold", type=_cli.seconds, default=0.0, metavar="SECONDS", help="do not accept at all for this long first (default: 0)")
     _cli.add_bounds(p, count="N accepted connections")
     p.set_defaults(handler=cmd_backlog_server)
 
@@ -247,9 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
         "another and keep them open; report the first one whose connect() does not complete.",
     )
     _cli.add_address_options(p, DEFAULT_PORT, server=False)
-    p.add_argument("-n", "--connections", type=int, default=10, help="connections to open (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds before a connect() counts as stalled (default: %(default)s)")
-    p.add_argument("--hold", type=float, default=0.0, metavar="SECONDS", help="keep the connections open this long at the end")
+    p.add_argument("-n", "--connections", type=_cli.count_number, default=10, help="connections to open (default: %(default)s)")
+    p.add_argument("--timeout", type=_cli.positive_seconds, default=2.0, help="seconds before a connect() counts as stalled (default: %(default)s)")
+    p.add_argument("--hold", type=_cli.seconds, default=0.0, metavar="SECONDS", help="keep the connections open this long at the end")
     p.set_defaults(handler=cmd_backlog_client)
     return parser
 

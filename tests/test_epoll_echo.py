@@ -175,3 +175,26 @@ def test_workers_need_the_relay_engine(impl_env):
     )
     assert out.returncode == 2
     assert "--workers needs the relay engine" in out.stderr
+
+
+@pytest.mark.parametrize("udp", [False, True], ids=["tcp", "udp"])
+def test_verbose_escapes_line_breaks_inside_a_message(echo_server, udp):
+    # one recv: line per message, as every other example prints it (fastnet._cli.show): the
+    # line break inside "a\nb" used to be printed as is, so "b" looked like a line of its own
+    srv = echo_server("--verbose", *(["--udp"] if udp else []))
+    if udp:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(5)
+            u.sendto(b"a\nb\r\nc\xff", ("127.0.0.1", srv.port))
+            assert u.recv(100) == b"a\nb\r\nc\xff"
+    else:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"a\nb\r\nc\xff")
+            got = b""
+            while len(got) < 7:
+                got += s.recv(100)
+            assert got == b"a\nb\r\nc\xff"
+        assert srv.readline().startswith("有新的客户端到来")
+    assert srv.readline() == "recv:a\\nb\\r\\nc\\xff\n"
+    code, out, err = srv.stop()
+    assert code == 0 and "Traceback" not in err

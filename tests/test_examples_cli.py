@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 
 import pytest
@@ -90,3 +91,87 @@ def test_a_client_that_cannot_connect_names_the_address(impl_env, module, comman
         result = run_example(impl_env, module, command, "--port", str(port), input=b"hello\n")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [f"error: cannot connect to 127.0.0.1:{port}: Connection refused"]
+
+
+def test_time_and_count_options_take_only_values_that_make_sense():
+    assert _cli.positive_seconds("0.5") == 0.5 and _cli.positive_seconds("10") == 10.0
+    assert _cli.seconds("0") == 0.0 and _cli.count_number("0") == 0 and _cli.count_number("7") == 7
+    for text in ("0", "-1", "nan", "inf", "-inf", "1e999", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _cli.positive_seconds(text)
+    for text in ("-0.1", "nan", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _cli.seconds(text)
+    for text in ("-1", "1.5", "many"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _cli.count_number(text)
+
+
+# every --timeout, --duration, pause, count and port option of the examples, with a value that
+# used to pass argparse and fail later (a ValueError traceback, a non-blocking socket, a loop
+# that never ends or never starts)
+BAD_OPTIONS = [
+    (udp, ["client", "-m", "x", "--timeout", "-1"], "--timeout"),
+    (udp, ["client", "-m", "x", "--timeout", "0"], "--timeout"),
+    (udp, ["client", "-m", "x", "--timeout", "nan"], "--timeout"),
+    (udp, ["echo", "--duration", "inf"], "--duration"),
+    (udp, ["server", "--count", "-1"], "--count"),
+    (udp, ["chat", "--duration", "-5"], "--duration"),
+    (udp, ["broadcast", "--port", "65536"], "--port"),
+    (tcp, ["client", "-m", "x", "--timeout", "-1"], "--timeout"),
+    (tcp, ["chat-client", "-m", "x", "--timeout", "0"], "--timeout"),
+    (tcp, ["server", "--duration", "nan"], "--duration"),
+    (tcp, ["chat-server", "--count", "-2"], "--count"),
+    (tcp, ["backlog-server", "--accept-delay", "-1"], "--accept-delay"),
+    (tcp, ["backlog-server", "--hold", "inf"], "--hold"),
+    (tcp, ["backlog-server", "--backlog", "-1"], "--backlog"),
+    (tcp, ["backlog-client", "--timeout", "inf"], "--timeout"),
+    (tcp, ["backlog-client", "-n", "-3"], "-n/--connections"),
+    (servers, ["single", "--duration", "0"], "--duration"),
+    (servers, ["epoll", "--port", "-1"], "--port"),
+    (servers, ["nonblocking", "--poll-interval", "nan"], "--poll-interval"),
+    (servers, ["nonblocking-client", "--timeout", "-1"], "--timeout"),
+    (servers, ["nonblocking-client", "--delay", "-1"], "--delay"),
+    (servers, ["nonblocking-client", "--rounds", "-1"], "--rounds"),
+    (coroutines, ["generators", "--delay", "nan"], "--delay"),
+    (coroutines, ["generators", "--rounds", "-1"], "--rounds"),
+    (coroutines, ["gevent-switch", "--delay", "-1"], "--delay"),
+    (coroutines, ["gevent-spawn", "--greenlets", "-1"], "--greenlets"),
+    (coroutines, ["gevent-download", "http://127.0.0.1:9/", "--timeout", "0"], "--timeout"),
+    (coroutines, ["gevent-server", "--duration", "-1"], "--duration"),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "option"),
+    [pytest.param(m, argv, option, id=f"{m.__name__.split('.')[-1]} {' '.join(argv)}") for m, argv, option in BAD_OPTIONS],
+)
+def test_a_meaningless_number_is_refused_by_argparse(module, argv, option, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse(module, *argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"{module.build_parser().prog} {argv[0]}: error: argument {option}: ")
+
+
+@pytest.mark.parametrize("argv", [["--port", "65536"], ["--port", "-1"]])
+def test_epoll_echo_uses_the_same_port_check(argv, capsys):
+    from fastnet import epoll_echo
+
+    with pytest.raises(SystemExit) as exit_:
+        epoll_echo.main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("python -m fastnet.epoll_echo: error: argument --port: port must be 0-65535")
+
+
+@pytest.mark.parametrize(
+    ("module", "command"), [("fastnet.udp", "client"), ("fastnet.tcp", "client"), ("fastnet.tcp", "chat-client")]
+)
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_a_bad_timeout_is_a_usage_error_not_a_traceback(impl_env, module, command, value):
+    # -1 was a ValueError traceback from settimeout(); 0 made the socket silently non-blocking
+    result = run_example(impl_env, module, command, "--port", "9", "-m", "x", "--timeout", value)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].endswith(
+        f"{command}: error: argument --timeout: the time must be above 0 seconds, not '{value}'"
+    )

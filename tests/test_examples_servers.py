@@ -6,9 +6,14 @@ Ctrl-C (SIGINT to the subprocess: exit status 130, nothing on stderr).
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
+import struct
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -278,3 +283,225 @@ def test_accept_gives_up_at_the_deadline_not_at_the_first_slice(implementation):
     assert servers._accept(listener, _cli.Deadline(0.05)) is None
     assert time.monotonic() - started >= 0.05
     assert all(0 < t <= _cli.SIGNAL_CHECK_INTERVAL for t in listener.timeouts)
+
+
+# -- robustness: signals, resets, clients that do not read, half-closes, --duration -------------
+
+
+def _listening_inode(port: int) -> str | None:
+    """The inode of the socket listening on 127.0.0.1:*port* (from /proc/net/tcp)."""
+    with open("/proc/net/tcp") as table:
+        for row in table.readlines()[1:]:
+            fields = row.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                return fields[9]
+    return None
+
+
+def _holds(pid: int, inode: str) -> bool:
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(f"{fd_dir}/{fd}") == f"socket:[{inode}]":
+                return True
+        except OSError:  # closed meanwhile
+            pass
+    return False
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_process_server_ends_its_children_on_sigterm_and_frees_the_port(impl_env):
+    # SIGTERM is what kill and systemd send: the notes' daemon children outlived it, still holding
+    # the listening socket, so the port stayed taken and new clients queued where nobody accepted
+    children: list[int] = []
+    try:
+        with Example(impl_env, SERVERS, "process", "--port", "0") as server, connect(server.port) as client:
+            client.sendall(b"hi")
+            server.expect(f"recv[{name(client)}]: hi")  # printed by the child serving it
+            pid = server.proc.pid
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+            assert children
+            inode = _listening_inode(server.port)
+            assert inode and _holds(pid, inode)
+            assert not any(_holds(child, inode) for child in children), "a child kept the listening socket"
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.wait() == 128 + signal.SIGTERM
+            assert server.stderr() == ""
+            end = time.monotonic() + 5
+            while any(_running(child) for child in children) and time.monotonic() < end:
+                time.sleep(0.05)
+            assert not any(_running(child) for child in children)
+            client.settimeout(5)
+            try:
+                assert client.recv(10) == b""  # its child closed the connection
+            except ConnectionResetError:
+                pass
+            # the port is free again: a restart can listen on it
+            with socket.socket() as again:
+                again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                again.bind(("127.0.0.1", server.port))
+                again.listen()
+    finally:
+        for child in children:
+            if _running(child):
+                os.kill(child, signal.SIGKILL)
+
+
+def _flood(port: int, limit: int = 16 << 20, seconds: float = 2.0) -> tuple[socket.socket, int]:
+    """A client that sends up to *limit* bytes in *seconds* and reads nothing; it stays connected."""
+    hog = connect(port)
+    hog.setblocking(False)
+    chunk, sent, end = b"x" * 65536, 0, time.monotonic() + seconds
+    while sent < limit and time.monotonic() < end:
+        try:
+            sent += hog.send(chunk)
+        except BlockingIOError:
+            time.sleep(0.01)
+    return hog, sent
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with an RST (SO_LINGER 0), as a crashed or killed client does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _echoed(port: int, data: bytes) -> bytes:
+    with connect(port) as client:
+        client.settimeout(5)
+        client.sendall(data)
+        return recv_exactly(client, len(data))
+
+
+@pytest.mark.parametrize(
+    ("module", "example"),
+    [
+        pytest.param(SERVERS, "select", id="select"),
+        pytest.param(SERVERS, "select-writelist", id="select-writelist"),
+        pytest.param(SERVERS, "epoll", id="epoll"),
+        pytest.param("fastnet.coroutines", "gevent-server", id="gevent-server"),
+    ],
+)
+def test_a_client_that_floods_without_reading_then_resets_ends_only_itself(impl_env, module, example):
+    # the select server echoed with a blocking sendall(): once the flooder's buffers were full it
+    # waited there, serving nobody, and the reset then ended the whole server ("error: Connection
+    # reset by peer"); the gevent server's greenlet died with a traceback
+    if example == "gevent-server":
+        require_module("gevent")
+    extra = ["--ignore-stdin"] if example == "select" else []
+    with Example(impl_env, module, example, "--port", "0", *extra) as server:
+        hog, sent = _flood(server.port)
+        hog_name = name(hog)
+        assert sent > 0
+        assert _echoed(server.port, b"still served") == b"still served"  # while the flooder waits
+        _reset(hog)
+        server.expect(
+            lambda line: hog_name in line and any(w in line for w in ("closed", "disconnected", "offline")), timeout=20
+        )
+        assert _echoed(server.port, b"after the reset") == b"after the reset"
+        assert server.proc.poll() is None
+        assert server.interrupt() == 130
+        assert server.stderr() == ""
+
+
+@pytest.mark.parametrize("size", [5, 3000, 300_000])
+def test_epoll_server_echoes_a_half_closed_connection_to_the_end(impl_env, size):
+    # a client that sends and then shuts down its sending side still reads: the notes' fix
+    # dropped the echo still to be written when it saw the EOF, and the client got nothing
+    data = bytes(i % 251 for i in range(size))
+    with Example(impl_env, SERVERS, "epoll", "--port", "0") as server, connect(server.port) as client:
+        client.settimeout(10)
+        got = bytearray()
+
+        def read() -> None:
+            try:
+                while chunk := client.recv(65536):
+                    got.extend(chunk)
+            except OSError:
+                pass
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        # corked, a small message and the FIN leave in one segment: the server sees the data and
+        # the end of the stream in the same event, the case the notes' fix got wrong every time
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+        reader.join(15)
+        assert not reader.is_alive(), "the server did not close the connection"
+        assert len(got) == size and bytes(got) == data
+        server.expect(f"{name(client)} offline")
+
+
+def _rss_mb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) >> 10
+    raise AssertionError("no VmRSS")
+
+
+def test_epoll_server_stops_reading_a_client_that_does_not_read(impl_env):
+    # the echo waiting for a client that never reads grew without bound (400 MB in a few
+    # seconds); now the server stops reading that client until it takes some of its echo.
+    # The server prints a line per 1024 bytes: its stdout is drained in big reads and dropped,
+    # so that a slow reader of its output cannot be what stops it reading.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", SERVERS, "epoll", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=impl_env
+    )
+    try:
+        port = int(proc.stdout.readline().split()[-1].rsplit(b":", 1)[1])
+        threading.Thread(target=lambda: all(iter(lambda: proc.stdout.read1(1 << 20), b"")), daemon=True).start()
+        period = 256  # byte i of the stream is i % 256, so that the echo's order can be checked
+        pattern = memoryview(bytes(range(period)) * ((1 << 20) // period + 1))
+        with connect(port) as hog:
+            hog.setblocking(False)
+            sent, stalled_since, end = 0, None, time.monotonic() + 20
+            while sent < (512 << 20) and time.monotonic() < end:
+                try:
+                    sent += hog.send(pattern[sent % period : sent % period + 65536])
+                    stalled_since = None
+                except BlockingIOError:
+                    now = time.monotonic()
+                    stalled_since = stalled_since or now
+                    if now - stalled_since > 1.0:
+                        break
+                    time.sleep(0.01)
+            # what it took is what the kernel's socket buffers hold, plus the server's bound
+            assert stalled_since is not None and sent < (128 << 20), f"the server kept reading: {sent >> 20} MB"
+            assert _rss_mb(proc.pid) < 100
+            assert _echoed(port, b"others") == b"others"  # the other clients are served meanwhile
+            # once the client reads, everything comes back, in order, and reading resumes
+            hog.setblocking(True)
+            hog.settimeout(10)
+            received = 0
+            while received < sent:
+                chunk = hog.recv(1 << 20)
+                assert chunk, f"connection closed after {received} of {sent} bytes"
+                start = received % period
+                assert chunk == pattern[start : start + len(chunk)], f"wrong bytes after {received}"
+                received += len(chunk)
+            hog.sendall(b"more")
+            assert recv_exactly(hog, 4) == b"more"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_single_process_server_ends_at_its_duration_with_a_silent_client(impl_env):
+    # the per-client recv() had no timeout: a client that said nothing kept the server past --duration
+    with Example(impl_env, SERVERS, "single", "--port", "0", "--duration", "1.5") as server, connect(server.port) as idle:
+        server.expect(f"serving {name(idle)}")
+        assert server.wait() == 0
+        assert server.stderr() == ""
+        assert server.lines[-1] == f"[{name(idle)}] closed: the --duration is over"

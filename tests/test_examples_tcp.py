@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
+import pytest
+
 from http_helpers import Example, run_example
 
 TCP = "fastnet.tcp"
@@ -71,3 +75,27 @@ def test_backlog_client_completes_every_connection_when_the_server_accepts(impl_
         assert result.stdout.splitlines() == [f"{i} connected" for i in range(6)] + ["all 6 connections completed"]
         assert server.wait() == 0
         assert [line.split(":")[0] for line in server.lines[1:]] == [f"accepted #{i}" for i in range(1, 7)]
+
+
+
+@pytest.mark.parametrize(
+    ("argv", "last"),
+    [
+        pytest.param(["server"], "nothing received: the --duration is over", id="server"),
+        pytest.param(
+            ["chat-server", "-m", "unused"], "{client}: the --duration is over, closing the connection", id="chat-server"
+        ),
+    ],
+)
+def test_servers_end_at_their_duration_with_a_silent_client(impl_env, argv, last):
+    # recv() waited for the client without a bound: chat-server ran on past --duration, and the
+    # server's recv() timeout ended it as a failure ("error: timed out", status 1)
+    with Example(impl_env, TCP, *argv, "--port", "0", "--duration", "1.5") as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
+            client = "%s:%d" % idle.getsockname()[:2]
+            server.expect(f"connection from {client}")
+            assert server.wait() == 0, server.stderr()
+            assert server.stderr() == ""
+            assert server.lines[-1] == last.format(client=client)
+            idle.settimeout(5)
+            assert idle.recv(10) == b""  # and the server closed the connection

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 
 from http_helpers import Example, run_example
@@ -129,3 +130,38 @@ def test_echo_on_the_relay_engine_echoes_and_reports_totals(impl_env):
         assert echo.interrupt() == 130
         assert echo.stderr() == ""
         assert echo.lines[-1] == "echoed 2 datagrams (6 bytes)"
+
+
+def test_echo_says_when_a_datagram_is_longer_than_the_notes_1024_bytes(impl_env):
+    # the notes' recvfrom(1024) cuts a longer datagram; the echo keeps that (it is the lesson)
+    # but no longer silently
+    with Example(impl_env, UDP, "echo", "--port", "0", "--count", "2") as echo, udp_socket() as client:
+        client.sendto(b"a" * 1024, ("127.0.0.1", echo.port))
+        assert client.recv(4096) == b"a" * 1024  # exactly 1024: nothing lost, nothing said
+        client.sendto(b"b" * 3000, ("127.0.0.1", echo.port))
+        assert client.recv(4096) == b"b" * 1024
+        assert echo.wait() == 0
+        sender = f"127.0.0.1:{client.getsockname()[1]}"
+    assert echo.stderr().splitlines() == [
+        f"warning: the datagram from {sender} was longer than 1024 bytes: recvfrom(1024) kept the first 1024, the rest is lost"
+    ]
+    assert echo.lines[1:] == [f"echoed message #1 to {sender}: {'a' * 1024}", f"echoed message #2 to {sender}: {'b' * 1024}"]
+
+
+def test_client_says_when_a_reply_is_longer_than_1024_bytes(impl_env):
+    with udp_socket() as server:
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            data, sender = server.recvfrom(100)
+            server.sendto(b"r" * 2000, sender)
+
+        replier = threading.Thread(target=answer, daemon=True)
+        replier.start()
+        result = run_example(impl_env, UDP, "client", "--port", str(port), "-m", "long reply please")
+        replier.join(5)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"received from 127.0.0.1:{port}: {'r' * 1024}"]
+    assert result.stderr.splitlines() == [
+        f"warning: the datagram from 127.0.0.1:{port} was longer than 1024 bytes: recvfrom(1024) kept the first 1024, the rest is lost"
+    ]
