@@ -346,15 +346,25 @@ class _Supervisor:
         self.runner = runner
         self.children: dict[int, tuple[int, int, int]] = {}  # index -> (pid, pidfd, stats read fd)
         self.total = RelayStats()
+        self.wake_fds: list[int] = []  # run()'s stop_fd and signal_fd: the supervisor's, not a worker's
 
     def _spawn(self, index: int) -> None:
         r, w = os.pipe()
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
+                # Close what the worker does not own.  A sibling's stats pipe held open here
+                # would spare that sibling its EPIPE and keep a reader alive after the supervisor
+                # died; its pidfd is the supervisor's business alone.
                 os.close(r)
-                code = _worker_main(self.runner, index, w)
+                for _, sibling_pidfd, sibling_r in self.children.values():
+                    os.close(sibling_pidfd)
+                    os.close(sibling_r)
+                for fd in self.wake_fds:
+                    os.close(fd)
+                code = _worker_main(self.runner, index, w, supervisor)
             except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
                 try:
                     log.exception("relay worker %d failed", index)
@@ -385,6 +395,7 @@ class _Supervisor:
         return status, stats
 
     def run(self, stop_fd: int, signal_fd: int) -> RelayStats:
+        self.wake_fds = [fd for fd in (stop_fd, signal_fd) if fd >= 0]
         try:
             for i in range(self.runner.workers):
                 self._spawn(i)
@@ -443,18 +454,25 @@ def _describe_status(status: int) -> str:
     return f"exit status {os.WEXITSTATUS(status)}"
 
 
-def _worker_main(runner: _Runner, index: int, stats_fd: int) -> int:
+def _worker_main(runner: _Runner, index: int, stats_fd: int, supervisor: int) -> int:
     _set_parent_death_signal()
+    if os.getppid() != supervisor:
+        return 0  # the supervisor died before the death signal was armed: nobody to serve for
     # Ctrl-C reaches the whole process group: the supervisor alone decides, and sends SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sr, sw = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(sw, warn_on_full_buffer=False)
+    inherited = signal.set_wakeup_fd(sw, warn_on_full_buffer=False)
+    if inherited >= 0:
+        os.close(inherited)  # the supervisor's (or its process's) wake-up pipe, not ours
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     for i, s in enumerate(runner.socks):
         if i != index:
             s.close()
     stats = runner.loop(runner.socks[index], runner.udp, -1, sr)
-    os.write(stats_fd, json.dumps(stats.as_dict()).encode())
+    try:
+        os.write(stats_fd, json.dumps(stats.as_dict()).encode())
+    except BrokenPipeError:
+        pass  # the supervisor is gone (killed): the death signal stopped us, and nobody reads
     return 0
 
 

@@ -3,9 +3,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,24 +174,42 @@ static int make_addr(const lg_config *cfg, any_addr *addr, socklen_t *len)
     return 0;
 }
 
-/* A connected socket, non-blocking afterwards; -1 with errno on failure. */
-static int open_connected(const lg_config *cfg, const any_addr *addr, socklen_t len)
+/* A non-blocking socket whose connect() is started, never waited for: a listener whose accept
+ * queue is full drops our SYNs, and a blocking connect() would then retry them for minutes, far
+ * past the run's deadline.  *pending is 1 while the handshake is under way (the socket turns
+ * writable when it is over, see connect_error()).  -1 with errno on failure. */
+static int start_connect(const lg_config *cfg, const any_addr *addr, socklen_t len, int *pending)
 {
-    int fd = socket(cfg->family, (cfg->udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    int fd = socket(cfg->family, (cfg->udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
+    if (!cfg->udp) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    *pending = 0;
     if (connect(fd, &addr->sa, len) < 0) {
+        /* EINTR leaves the handshake going on in the kernel, just like EINPROGRESS */
+        if (errno == EINPROGRESS || errno == EINTR) {
+            *pending = 1;
+            return fd;
+        }
         int e = errno;
         close(fd);
         errno = e;
         return -1;
     }
-    if (!cfg->udp) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return fd;
+}
+
+/* Once a pending connect's socket is writable (or in error): 0 if it connected, else its errno. */
+static int connect_error(int fd)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return errno;
+    return err;
 }
 
 static void set_error(lg_result *r, int err, const char *what)
@@ -206,6 +224,7 @@ typedef struct {
     int fd;
     uint32_t id;
     int dead;
+    int connecting;   /* a reconnect under way: its outcome arrives as EPOLLOUT */
     int want_out;
     /* TCP */
     int sending;
@@ -246,8 +265,8 @@ static void conn_close(lg_state *st, lg_conn *c)
 
 static int conn_register(lg_state *st, lg_conn *c, uint32_t index)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = index};
-    c->want_out = 0;
+    struct epoll_event ev = {.events = EPOLLIN | (c->connecting ? EPOLLOUT : 0), .data.u32 = index};
+    c->want_out = c->connecting;
     return epoll_ctl(st->ep, EPOLL_CTL_ADD, c->fd, &ev);
 }
 
@@ -296,7 +315,30 @@ static void tcp_pump_send(lg_state *st, lg_conn *c, uint32_t index)
     conn_want_out(st, c, index, 0);
 }
 
-/* An error or EOF from the server: count it, abandon what was in flight, reconnect once. */
+static void tcp_give_up(lg_state *st, lg_conn *c)
+{
+    st->res->errors++;
+    conn_close(st, c);
+    c->connecting = 0;
+    c->dead = 1;
+    st->alive--;
+}
+
+/* A reconnect's handshake is over: resume the load, or give the connection up. */
+static void tcp_connect_done(lg_state *st, lg_conn *c, uint32_t index)
+{
+    if (connect_error(c->fd) != 0) {
+        tcp_give_up(st, c);
+        return;
+    }
+    c->connecting = 0;
+    c->last_progress = now_ns();
+    tcp_pump_send(st, c, index);
+}
+
+/* An error or EOF from the server: count it, abandon what was in flight, reconnect once.  The
+ * reconnect is not waited for here, so a server that stops completing handshakes holds up
+ * neither the other connections nor the end of the run. */
 static void tcp_fail(lg_state *st, lg_conn *c, uint32_t index)
 {
     st->res->errors++;
@@ -307,16 +349,18 @@ static void tcp_fail(lg_state *st, lg_conn *c, uint32_t index)
     c->recv_off = 0;
     c->recv_bad = 0;
     c->last_progress = now_ns();
-    c->fd = open_connected(st->cfg, &st->addr, st->addrlen);
+    c->fd = start_connect(st->cfg, &st->addr, st->addrlen, &c->connecting);
+    if (c->fd < 0)
+        c->connecting = 0;
     if (c->fd < 0 || conn_register(st, c, index) < 0) {
         if (c->fd >= 0)
             close(c->fd);
         c->fd = -1;
-        c->dead = 1;
-        st->alive--;
+        tcp_give_up(st, c);
         return;
     }
-    tcp_pump_send(st, c, index);
+    if (!c->connecting)
+        tcp_pump_send(st, c, index);
 }
 
 static void tcp_readable(lg_state *st, lg_conn *c, uint32_t index)
@@ -455,6 +499,77 @@ static void udp_check_timeouts(lg_state *st, uint64_t now)
 
 /* ---------------------------------------------------------------- run */
 
+/* Wait until the first connections are all made, at most until the deadline: 0; 1 when told to
+ * stop meanwhile; -1 with the error set (the first failure, or ETIMEDOUT at the deadline). */
+static int await_connects(lg_state *st, int pending, uint64_t deadline)
+{
+    const lg_config *cfg = st->cfg;
+    int rc = -1;
+    struct pollfd *pfd = calloc((size_t)pending + 1, sizeof(*pfd));
+    int *owner = calloc((size_t)pending + 1, sizeof(int));
+    if (!pfd || !owner) {
+        set_error(st->res, ENOMEM, "allocating connections");
+        goto done;
+    }
+    /* slot 0: the wake fd (poll ignores a negative one), out of the way of the removals below */
+    pfd[0].fd = cfg->wake_fd;
+    pfd[0].events = POLLIN;
+    int m = 1;
+    for (int i = 0; i < cfg->conns; i++) {
+        if (st->conns[i].connecting) {
+            pfd[m].fd = st->conns[i].fd;
+            pfd[m].events = POLLOUT;
+            owner[m++] = i;
+        }
+    }
+    while (m > 1) {
+        if (cfg->stop && *cfg->stop) {
+            rc = 1;
+            goto done;
+        }
+        uint64_t now = now_ns();
+        if (now >= deadline) {
+            set_error(st->res, ETIMEDOUT, "connect");
+            goto done;
+        }
+        uint64_t wait_ns = deadline - now;
+        if (wait_ns > 50000000ull)
+            wait_ns = 50000000ull;
+        int got = poll(pfd, (nfds_t)m, (int)((wait_ns + 999999ull) / 1000000ull));
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            set_error(st->res, errno, "poll");
+            goto done;
+        }
+        if (pfd[0].revents) {
+            rc = 1;
+            goto done;
+        }
+        for (int j = 1; j < m;) {
+            if (!pfd[j].revents) {
+                j++;
+                continue;
+            }
+            lg_conn *c = &st->conns[owner[j]];
+            int err = connect_error(c->fd);
+            if (err) {
+                set_error(st->res, err, "connect");
+                goto done;
+            }
+            c->connecting = 0;
+            m--;
+            pfd[j] = pfd[m];
+            owner[j] = owner[m];
+        }
+    }
+    rc = 0;
+done:
+    free(pfd);
+    free(owner);
+    return rc;
+}
+
 int lg_run_echo(const lg_config *cfg, lg_result *res)
 {
     memset(res, 0, sizeof(*res));
@@ -469,7 +584,11 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
     int k = cfg->pipeline;
     size_t sbuf_size = cfg->size ? cfg->size : 1;
 
-    if (n < 1 || k < 1 || cfg->size < 1 || (cfg->udp && (cfg->size < LG_STAMP_SIZE || cfg->size > LG_UDP_MAX)) ||
+    /* written so that NaN fails too; past LG_MAX_SECS, secs * 1e9 would be near overflowing */
+    if (n < 1 || k < 1 || cfg->size < 1 || cfg->port < 1 || cfg->port > 65535 ||
+        !(cfg->secs > 0 && cfg->secs <= LG_MAX_SECS) ||
+        (cfg->udp && (cfg->size < LG_STAMP_SIZE || cfg->size > LG_UDP_MAX ||
+                      !(cfg->udp_timeout > 0 && cfg->udp_timeout <= LG_MAX_SECS))) ||
         (!cfg->udp && cfg->size > LG_TCP_MAX)) {
         set_error(res, EINVAL, "invalid load parameters");
         return -1;
@@ -493,6 +612,9 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
         set_error(res, errno, "epoll_create1");
         goto out;
     }
+    /* connecting counts against the run's time, so that no handshake can hold it past --secs */
+    uint64_t deadline = now_ns() + (uint64_t)(cfg->secs * 1e9);
+    int pending = 0;
     for (int i = 0; i < n; i++) {
         lg_conn *c = &st.conns[i];
         c->id = (uint32_t)i;
@@ -504,12 +626,21 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
             set_error(res, ENOMEM, "allocating connections");
             goto out;
         }
-        c->fd = open_connected(cfg, &st.addr, st.addrlen);
+        c->fd = start_connect(cfg, &st.addr, st.addrlen, &c->connecting);
         if (c->fd < 0) {
             set_error(res, errno, "connect");
             goto out;
         }
-        if (conn_register(&st, c, (uint32_t)i) < 0) {
+        pending += c->connecting;
+    }
+    int stopped = 0;
+    if (pending > 0) {
+        stopped = await_connects(&st, pending, deadline);
+        if (stopped < 0)
+            goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        if (conn_register(&st, &st.conns[i], (uint32_t)i) < 0) {
             set_error(res, errno, "epoll_ctl");
             goto out;
         }
@@ -524,10 +655,9 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
     }
 
     uint64_t start = now_ns();
-    uint64_t deadline = start + (uint64_t)(cfg->secs * 1e9);
     for (int i = 0; i < n; i++)
         st.conns[i].last_progress = start;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !stopped; i++) {
         if (cfg->udp) {
             for (int s = 0; s < k; s++)
                 udp_send_new(&st, &st.conns[i], s, start);
@@ -538,7 +668,7 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
 
     struct epoll_event events[256];
     uint64_t next_scan = start;
-    for (;;) {
+    while (!stopped) {
         uint64_t now = now_ns();
         if (now >= deadline || st.alive <= 0 || (cfg->stop && *cfg->stop))
             break;
@@ -569,6 +699,10 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
             lg_conn *c = &st.conns[index];
             if (c->fd < 0)
                 continue;
+            if (c->connecting) {
+                tcp_connect_done(&st, c, index);
+                continue;
+            }
             if (cfg->udp) {
                 udp_readable(&st, c);
                 continue;
@@ -586,6 +720,14 @@ int lg_run_echo(const lg_config *cfg, lg_result *res)
     if (!cfg->udp) {
         for (int i = 0; i < n; i++) {
             lg_conn *c = &st.conns[i];
+            if (c->connecting) {
+                /* a reconnect the run ended before: one that could not be made, unless it has
+                 * just completed */
+                struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+                if (poll(&p, 1, 0) != 1 || connect_error(c->fd) != 0)
+                    res->errors++;
+                continue;
+            }
             int waiting = c->send_seq != c->recv_seq || (c->sending && c->send_off > 0);
             if (!c->dead && waiting && end - c->last_progress >= (uint64_t)(LG_STALL_SECS * 1e9))
                 res->stalled++;

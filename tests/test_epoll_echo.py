@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -146,6 +148,49 @@ def test_two_workers(echo_server):
     code, out, err = srv.stop(signal.SIGINT)
     assert code == 0, err
     assert "stopped: 10 connections" in out
+
+
+def _worker_pids(supervisor: int) -> set[int]:
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == supervisor:
+                        kids.add(int(entry))
+            except OSError:
+                continue
+    return kids
+
+
+def _in_loop(pid: int) -> bool:
+    """Whether the worker has its epoll: its stop signal is armed by then."""
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[eventpoll]" for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def _until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_workers_of_a_killed_supervisor_exit_without_a_traceback(echo_server):
+    srv = echo_server("--workers", "2")
+    assert _until(lambda: len(_worker_pids(srv.proc.pid)) == 2)
+    workers = _worker_pids(srv.proc.pid)
+    assert _until(lambda: all(_in_loop(w) for w in workers))
+    for i in range(6):
+        assert _tcp_echo(srv.port, b"k%d" % i) == b"k%d" % i
+    srv.proc.kill()
+    srv.proc.wait(timeout=20)
+    # the death signal stops them; their statistics have no reader left, which is no error
+    assert _until(lambda: not any(os.path.exists(f"/proc/{w}") for w in workers))
+    err = srv.proc.stderr.read()  # complete: the workers, which shared it, are gone
+    assert err == ""
 
 
 def test_ipv6(echo_server):

@@ -357,3 +357,168 @@ def test_compiled_load_generator_is_built():
         pytest.skip("FASTNET_NO_EXTENSIONS=1 asks for no compiled module")
     module = importlib.import_module("fastnet.bench._loadgen_c")
     assert module.__file__.endswith(".so"), module.__file__
+
+
+# ---------------------------------------------------------------------------- parameter checks
+
+
+@pytest.mark.parametrize("port", [0, -5, 65536, 70000])
+def test_port_out_of_range_raises_value_error(port):
+    # the compiled generator used to cut 70000 to 16 bits and load port 4464 instead
+    with pytest.raises(ValueError) as info:
+        loadgen.run_echo("127.0.0.1", port, secs=0.2)
+    assert str(info.value) == f"port must be 1..65535, not {port}"
+
+
+@pytest.mark.parametrize("secs", [float("nan"), float("inf"), 0, -1, 86400.5, 1e11])
+def test_secs_must_be_finite_above_zero_and_at_most_a_day(secs):
+    from conftest import free_port
+
+    # nothing listens there: a secs that slipped through fails at once rather than running
+    port = free_port()
+    with pytest.raises(ValueError) as info:
+        loadgen.run_echo("127.0.0.1", port, secs=secs)
+    assert str(info.value) == f"secs must be above 0 and at most 86400 seconds (one day), not {secs}"
+    with pytest.raises(ValueError) as info:
+        loadgen.run_echo("127.0.0.1", port, secs=0.2, udp=True, udp_timeout=secs)
+    assert str(info.value).startswith("udp_timeout must be above 0 and at most 86400 seconds")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--port", "70000"], "argument --port: port must be 1..65535, not 70000"),
+        (["--port", "-5"], "argument --port: port must be 1..65535, not -5"),
+        (["--port", "0"], "argument --port: port must be 1..65535, not 0"),
+        (["--secs", "nan"], "argument --secs: secs must be above 0 and at most 86400 seconds (one day), not nan"),
+        (["--secs", "1e11"], "argument --secs: secs must be above 0 and at most 86400 seconds (one day), not 1e11"),
+    ],
+)
+def test_cli_refuses_a_port_or_secs_out_of_range(impl_env, args, message):
+    from conftest import free_port
+
+    # the later --port / --secs wins; the first ones make an unchecked run fail fast
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnet.bench", "echo", "--port", str(free_port()), "--secs", "0.2", *args],
+        env=impl_env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines()[-1] == f"python -m fastnet.bench echo: error: {message}"
+    assert "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------------------- connects that hang
+
+
+class _QueueFullServer:
+    """A listener with backlog 0 whose accept queue is full: the kernel drops every further SYN,
+    and a blocking connect() retries it for minutes.
+
+    With *echo_first* bytes, it first accepts one connection, echoes that many bytes, fills its
+    queue and hangs up, so that the generator's reconnect is the connect that hangs.  The listener
+    closes after *close_after* seconds: a generator that waits on its connect() anyway is then
+    refused at its next SYN, and the test fails in seconds instead of hanging."""
+
+    def __init__(self, echo_first=0, close_after=6.0):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.full = threading.Event()
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(close_after, self.close)
+        self._timer.start()
+        self._thread = None
+        if echo_first:
+            self._thread = threading.Thread(target=self._echo_then_hang_up, args=(echo_first,), daemon=True)
+            self._thread.start()
+        else:
+            self._fill()
+
+    def _fill(self):
+        # backlog 0 leaves room for one connection (the kernel allows backlog + 1): take it
+        for _ in range(4):
+            c = socket.socket()
+            c.settimeout(0.3)
+            try:
+                c.connect(("127.0.0.1", self.port))
+            except OSError:
+                c.close()
+                break
+            with self._lock:
+                self.held.append(c)
+        assert self.held
+        self.full.set()
+
+    def _echo_then_hang_up(self, nbytes):
+        self.sock.settimeout(5)
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            got = 0
+            while got < nbytes:
+                try:
+                    data = conn.recv(min(65536, nbytes - got))
+                    if not data:
+                        return
+                    conn.sendall(data)
+                except OSError:
+                    return
+                got += len(data)
+            self._fill()  # before the hang-up, so that the reconnect finds the queue full
+
+    def close(self):
+        self._timer.cancel()
+        with self._lock:
+            for c in self.held:
+                c.close()
+            self.held = []
+        self.sock.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+
+@pytest.fixture
+def queue_full_server():
+    made = []
+
+    def make(**kwargs):
+        s = _QueueFullServer(**kwargs)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_cli_connect_that_never_completes_ends_at_secs(queue_full_server, impl_env):
+    import time
+
+    srv = queue_full_server()
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnet.bench", "echo", "--port", str(srv.port), "--conns", "2", "--secs", "1"],
+        env=impl_env, capture_output=True, text=True, timeout=60,
+    )
+    took = time.monotonic() - t0
+    assert out.stderr == f"python -m fastnet.bench echo: cannot load 127.0.0.1:{srv.port}: connect: Connection timed out\n"
+    assert out.returncode == 1
+    assert took < 4.0  # --secs 1, and an interpreter to start; the listener closes at 6 s
+
+
+def test_reconnect_that_never_completes_counts_as_an_error_and_ends_at_secs(queue_full_server):
+    import time
+
+    srv = queue_full_server(echo_first=5000)
+    t0 = time.monotonic()
+    r = loadgen.run_echo("127.0.0.1", srv.port, conns=1, size=1000, secs=2.0)
+    took = time.monotonic() - t0
+    assert srv.full.is_set()
+    assert took < 3.0  # the listener closes at 6 s
+    assert r["requests"] == 5 and r["mismatches"] == 0 and r["stalled"] == 0
+    assert r["errors"] == 2  # the hang-up, and the reconnect not made by the end of the run

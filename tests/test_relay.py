@@ -389,6 +389,78 @@ def test_workers_share_the_port_and_a_killed_worker_is_restarted(server, impleme
     assert _wait_for(lambda: not any(os.path.exists(f"/proc/{w}") for w in replaced), 5)
 
 
+def _descriptors(pid: int) -> list[str]:
+    """What *pid*'s descriptors past stdin, stdout and stderr point at (``pipe:[inode]`` ...)."""
+    links = []
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return links
+    for name in names:
+        if int(name) > 2:
+            try:
+                links.append(os.readlink(f"/proc/{pid}/fd/{name}"))
+            except OSError:
+                pass
+    return links
+
+
+def _shared_descriptors(workers) -> list[str]:
+    """Pidfds held by workers, and pipes held by more than one of them: what a worker does not own."""
+    problems = []
+    owners: dict[str, int] = {}
+    for pid in sorted(workers):
+        links = _descriptors(pid)
+        problems += [f"worker {pid} holds a pidfd" for link in links if "pidfd" in link]
+        for pipe in {link for link in links if link.startswith("pipe:")}:
+            if pipe in owners:
+                problems.append(f"workers {owners[pipe]} and {pid} both hold {pipe}")
+            owners[pipe] = pid
+    return problems
+
+
+def test_workers_hold_none_of_each_others_pipes_or_pidfds(server, implementation):
+    srv = server(workers=3)
+    workers = _wait_for(lambda: (k := _children(srv.proc.pid)) and len(k) == 3 and k)
+    assert workers
+    # a worker closes what it inherited within moments of its fork: wait for that, boundedly
+    _wait_for(lambda: not _shared_descriptors(workers), 5)
+    assert _shared_descriptors(workers) == []
+    # a death is seen through the supervisor's pidfd, with no sibling holding the worker's pipe
+    victim = min(workers)  # forked first: its siblings used to inherit its stats pipe and pidfd
+    os.kill(victim, signal.SIGKILL)
+    replaced = _wait_for(lambda: (k := _children(srv.proc.pid)) and len(k) == 3 and victim not in k and k)
+    assert replaced and victim not in replaced
+    _wait_for(lambda: not _shared_descriptors(replaced), 5)
+    assert _shared_descriptors(replaced) == []  # the replacement, forked last, too
+    for i in range(10):
+        assert _echo_once(srv.port, b"r%d" % i) == b"r%d" % i
+    code, out, err = srv.stop(signal.SIGTERM)
+    assert code == 0, err
+    assert "Traceback" not in err
+    fields = out.split()
+    assert fields[0] == "STATS" and int(fields[5]) == 1
+    assert int(fields[1]) == 10  # all after the kill: the killed worker took nothing with it
+
+
+def test_workers_exit_quietly_when_the_supervisor_is_killed(server, implementation):
+    srv = server(workers=2)
+    workers = _wait_for(lambda: (k := _children(srv.proc.pid)) and len(k) == 2 and k)
+    assert workers
+    # both in their loops (the epoll exists once the stop signal is armed), so the death signal
+    # ends their loops rather than killing them outright
+    assert _wait_for(lambda: all("anon_inode:[eventpoll]" in _descriptors(w) for w in workers))
+    for i in range(10):
+        assert _echo_once(srv.port, b"k%d" % i) == b"k%d" % i
+    srv.proc.kill()
+    srv.proc.wait(timeout=20)
+    assert _wait_for(lambda: not any(os.path.exists(f"/proc/{w}") for w in workers), 10)
+    err = srv.proc.stderr.read()  # the workers held it too: complete now that they are gone
+    srv.proc.stdout.close()
+    srv.proc.stderr.close()
+    assert "Traceback" not in err and "failed" not in err, err
+
+
 def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

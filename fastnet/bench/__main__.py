@@ -13,6 +13,7 @@ import os
 import sys
 
 from fastnet._cli import format_address
+from fastnet.bench._loadgen_py import check_port, check_seconds
 
 log = logging.getLogger("fastnet.bench")
 
@@ -30,6 +31,26 @@ def format_text(result: dict) -> str:
         f"  late {result['late']}  stalled {result['stalled']}",
     ]
     return "\n".join(lines)
+
+
+def _port(text: str) -> int:
+    """argparse type for --port: the library's own check, so that both say the same."""
+    try:
+        return check_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(name: str):
+    """argparse type for a duration, checked as the library checks *name*."""
+
+    def parse(text: str) -> float:
+        try:
+            return check_seconds(text, name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def _echo_command(args: argparse.Namespace) -> int:
@@ -69,13 +90,15 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     echo = sub.add_parser("echo", help="closed-loop ping-pong against an echo server, every byte verified")
     echo.add_argument("--host", default="127.0.0.1")
-    echo.add_argument("--port", type=int, default=7788)
+    echo.add_argument("--port", type=_port, default=7788, help="1..65535")
     echo.add_argument("--conns", type=int, default=1, help="connections (UDP: sockets)")
     echo.add_argument("--size", type=int, default=1024, help="message size in bytes")
-    echo.add_argument("--secs", type=float, default=5.0, help="duration of the load")
+    echo.add_argument("--secs", type=_seconds("secs"), default=5.0,
+                      help="duration of the load, connecting included (at most a day)")
     echo.add_argument("--udp", action="store_true", help="UDP datagrams instead of TCP")
     echo.add_argument("--pipeline", type=int, default=1, help="messages in flight per connection")
-    echo.add_argument("--udp-timeout", type=float, default=0.2, help="seconds before a datagram counts as lost")
+    echo.add_argument("--udp-timeout", type=_seconds("udp_timeout"), default=0.2,
+                      help="seconds before a datagram counts as lost")
     echo.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

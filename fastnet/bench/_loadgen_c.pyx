@@ -10,7 +10,7 @@ import signal
 import threading
 
 from fastnet._cli import format_address
-from fastnet.bench._loadgen_py import _resolve, _summarize, check_params
+from fastnet.bench._loadgen_py import _resolve, _summarize, check_params, check_port
 
 __all__ = ["run_echo", "IMPLEMENTATION_NAME"]
 
@@ -58,7 +58,7 @@ def run_echo(host, port, *, conns=1, size=1024, secs=5.0, udp=False, pipeline=1,
 
     See :func:`fastnet.bench.loadgen.run_echo` for the keys.
     """
-    check_params(conns, size, secs, udp, pipeline, udp_timeout)
+    check_params(port, conns, size, secs, udp, pipeline, udp_timeout)
     family, ip = _resolve(host, port, udp)
     cdef bytes ip_b = ip.encode("ascii")
     cdef lg_config cfg
@@ -66,7 +66,7 @@ def run_echo(host, port, *, conns=1, size=1024, secs=5.0, udp=False, pipeline=1,
     cdef int rc
     cfg.family = family
     cfg.ip = ip_b
-    cfg.port = int(port)
+    cfg.port = check_port(port)
     cfg.udp = 1 if udp else 0
     cfg.conns = int(conns)
     cfg.size = int(size)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import collections
 import errno
+import operator
+import os
+import select
 import selectors
 import socket
 import time
@@ -24,6 +27,7 @@ STAMP_SIZE = 8
 STALL_SECS = 1.0  # an in-flight message with no byte back for this long, at the end: stalled
 UDP_MAX = 65507
 TCP_MAX = 64 << 20
+MAX_SECS = 86400.0  # LG_MAX_SECS: a longer run is a typo (and nanosecond deadlines stay far from overflow)
 _MASK40 = (1 << 40) - 1
 _M64 = (1 << 64) - 1
 
@@ -67,19 +71,41 @@ def message(conn: int, seq: int, size: int) -> bytes:
     return (stamp + body)[:size]
 
 
-def check_params(conns, size, secs, udp, pipeline, udp_timeout) -> None:
+def check_port(port) -> int:
+    """*port* as an int, or ValueError: the generator connects to it, so 0 ("any") is no target."""
+    try:
+        value = int(port, 10) if isinstance(port, str) else operator.index(port)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not 1 <= value <= 65535:
+        raise ValueError(f"port must be 1..65535, not {port}")
+    return value
+
+
+def check_seconds(value, name: str = "secs") -> float:
+    """*value* as a float, or ValueError unless it is a finite time above 0 and at most a day."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    # written so that NaN fails too: every comparison with it is false
+    if not 0 < seconds <= MAX_SECS:
+        raise ValueError(f"{name} must be above 0 and at most {MAX_SECS:g} seconds (one day), not {value}")
+    return seconds
+
+
+def check_params(port, conns, size, secs, udp, pipeline, udp_timeout) -> None:
     """Raise ValueError with a one-line message for parameters the generator cannot run."""
+    check_port(port)
     if int(conns) < 1:
         raise ValueError("conns must be at least 1")
     if int(pipeline) < 1:
         raise ValueError("pipeline must be at least 1")
-    if float(secs) <= 0:
-        raise ValueError("secs must be positive")
+    check_seconds(secs, "secs")
     if udp:
         if not STAMP_SIZE <= int(size) <= UDP_MAX:
             raise ValueError(f"UDP size must be between {STAMP_SIZE} and {UDP_MAX} bytes")
-        if float(udp_timeout) <= 0:
-            raise ValueError("udp_timeout must be positive")
+        check_seconds(udp_timeout, "udp_timeout")
     elif not 1 <= int(size) <= TCP_MAX:
         raise ValueError(f"TCP size must be between 1 and {TCP_MAX} bytes")
 
@@ -142,21 +168,68 @@ class _Stats:
         self.latencies: list[int] = []
 
 
-def _connect(family: int, ip: str, port: int, udp: bool) -> socket.socket:
+def _start_connect(family: int, ip: str, port: int, udp: bool) -> tuple[socket.socket, bool]:
+    """A non-blocking socket whose connect is started, and whether its handshake is still pending.
+
+    Never waited for here: a listener whose accept queue is full drops our SYNs, and a blocking
+    connect would retry them for minutes, far past the run's deadline (start_connect() in C)."""
     sock = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     try:
-        sock.connect((ip, port))
+        sock.setblocking(False)
+        if not udp:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex((ip, port))
     except OSError:
         sock.close()
         raise
-    if not udp:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setblocking(False)
-    return sock
+    if err in (errno.EINPROGRESS, errno.EINTR):  # EINTR: the handshake goes on in the kernel
+        return sock, True
+    if err:
+        sock.close()
+        raise OSError(err, os.strerror(err))
+    return sock, False
+
+
+def _connect_error(sock: socket.socket) -> int:
+    """Once a pending connect's socket is writable: 0 if it connected, else its errno."""
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
+def _connect_all(family, ip, port, udp, conns, deadline) -> list[socket.socket]:
+    """*conns* connected sockets, made before *deadline* (perf_counter), else OSError: the first
+    failure, or ETIMEDOUT."""
+    socks: list[socket.socket] = []
+    sel = selectors.DefaultSelector()
+    try:
+        pending = 0
+        for _ in range(conns):
+            sock, waiting = _start_connect(family, ip, port, udp)
+            socks.append(sock)
+            if waiting:
+                sel.register(sock, selectors.EVENT_WRITE)
+                pending += 1
+        while pending:
+            now = time.perf_counter()
+            if now >= deadline:
+                raise OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+            for key, _ in sel.select(min(deadline - now, 0.05)):
+                err = _connect_error(key.fileobj)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                sel.unregister(key.fileobj)
+                pending -= 1
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    finally:
+        sel.close()
+    return socks
 
 
 class _TcpConn:
-    __slots__ = ("id", "sock", "send_seq", "outbuf", "inflight", "sent", "received", "dead", "last_progress")
+    __slots__ = ("id", "sock", "send_seq", "outbuf", "inflight", "sent", "received", "dead", "connecting",
+                 "last_progress")
 
     def __init__(self, conn_id: int, sock: socket.socket) -> None:
         self.id = conn_id
@@ -168,22 +241,17 @@ class _TcpConn:
         self.sent = 0
         self.received = 0
         self.dead = False
+        self.connecting = False  # a reconnect under way: its outcome arrives as EVENT_WRITE
         self.last_progress = time.perf_counter()
 
 
 def _run_tcp(family, ip, port, conns, size, secs, pipeline, stats: _Stats) -> float:
+    # connecting counts against the run's time, so that no handshake can hold it past secs
+    deadline = time.perf_counter() + secs
+    table = [_TcpConn(i, sock) for i, sock in enumerate(_connect_all(family, ip, port, False, conns, deadline))]
     sel = selectors.DefaultSelector()
-    table: list[_TcpConn] = []
-    try:
-        for i in range(conns):
-            c = _TcpConn(i, _connect(family, ip, port, False))
-            table.append(c)
-            sel.register(c.sock, selectors.EVENT_READ, c)
-    except OSError:
-        for c in table:
-            c.sock.close()
-        sel.close()
-        raise
+    for c in table:
+        sel.register(c.sock, selectors.EVENT_READ, c)
     alive = conns
 
     def pump(c: _TcpConn) -> None:
@@ -207,8 +275,16 @@ def _run_tcp(family, ip, port, conns, size, secs, pipeline, stats: _Stats) -> fl
             del c.outbuf[:n]
         sel.modify(c.sock, selectors.EVENT_READ, c)
 
-    def fail(c: _TcpConn) -> None:
+    def give_up(c: _TcpConn) -> None:
         nonlocal alive
+        stats.errors += 1
+        c.connecting = False
+        c.dead = True
+        alive -= 1
+
+    def fail(c: _TcpConn) -> None:
+        # not waited for: a server that stops completing handshakes must hold up neither the
+        # other connections nor the end of the run
         stats.errors += 1
         sel.unregister(c.sock)
         c.sock.close()
@@ -217,12 +293,24 @@ def _run_tcp(family, ip, port, conns, size, secs, pipeline, stats: _Stats) -> fl
         c.sent = c.received = 0
         c.last_progress = time.perf_counter()
         try:
-            c.sock = _connect(family, ip, port, False)
+            c.sock, c.connecting = _start_connect(family, ip, port, False)
         except OSError:
-            c.dead = True
-            alive -= 1
+            give_up(c)
+            return
+        if c.connecting:
+            sel.register(c.sock, selectors.EVENT_WRITE, c)
             return
         sel.register(c.sock, selectors.EVENT_READ, c)
+        pump(c)
+
+    def connect_done(c: _TcpConn) -> None:
+        if _connect_error(c.sock):
+            sel.unregister(c.sock)
+            c.sock.close()
+            give_up(c)
+            return
+        c.connecting = False
+        c.last_progress = time.perf_counter()
         pump(c)
 
     def readable(c: _TcpConn) -> None:
@@ -260,7 +348,6 @@ def _run_tcp(family, ip, port, conns, size, secs, pipeline, stats: _Stats) -> fl
         pump(c)
 
     start = time.perf_counter()
-    deadline = start + secs
     for c in table:
         c.last_progress = start
     try:
@@ -274,12 +361,21 @@ def _run_tcp(family, ip, port, conns, size, secs, pipeline, stats: _Stats) -> fl
                 c = key.data
                 if c.dead:
                     continue
-                if events & selectors.EVENT_READ:
+                if c.connecting:
+                    connect_done(c)
+                elif events & selectors.EVENT_READ:
                     readable(c)
                 elif events & selectors.EVENT_WRITE:
                     pump(c)
         end = time.perf_counter()
         for c in table:
+            if not c.dead and c.connecting:
+                # a reconnect the run ended before: one that could not be made, unless it has
+                # just completed
+                _, writable, _ = select.select([], [c.sock], [], 0)
+                if not writable or _connect_error(c.sock):
+                    stats.errors += 1
+                continue
             if not c.dead and c.inflight and c.sent > c.received and end - c.last_progress >= STALL_SECS:
                 stats.stalled += 1
         return end - start
@@ -291,18 +387,11 @@ def _run_tcp(family, ip, port, conns, size, secs, pipeline, stats: _Stats) -> fl
 
 
 def _run_udp(family, ip, port, conns, size, secs, pipeline, udp_timeout, stats: _Stats) -> float:
+    deadline = time.perf_counter() + secs
+    socks = _connect_all(family, ip, port, True, conns, deadline)
     sel = selectors.DefaultSelector()
-    socks: list[socket.socket] = []
-    try:
-        for i in range(conns):
-            s = _connect(family, ip, port, True)
-            socks.append(s)
-            sel.register(s, selectors.EVENT_READ, i)
-    except OSError:
-        for s in socks:
-            s.close()
-        sel.close()
-        raise
+    for i, s in enumerate(socks):
+        sel.register(s, selectors.EVENT_READ, i)
     next_seq = [0] * conns
     # per connection: slot -> [seq, start_ns, data] or None
     slots: list[list[list | None]] = [[None] * pipeline for _ in range(conns)]
@@ -351,7 +440,6 @@ def _run_udp(family, ip, port, conns, size, secs, pipeline, udp_timeout, stats: 
             send_new(i, slot, now_ns)
 
     start = time.perf_counter()
-    deadline = start + secs
     try:
         t0 = time.perf_counter_ns()
         for i in range(conns):
@@ -390,7 +478,7 @@ def run_echo(host, port, *, conns=1, size=1024, secs=5.0, udp=False, pipeline=1,
 
     See :func:`fastnet.bench.loadgen.run_echo` for the keys.
     """
-    check_params(conns, size, secs, udp, pipeline, udp_timeout)
+    check_params(port, conns, size, secs, udp, pipeline, udp_timeout)
     family, ip = _resolve(host, port, udp)
     stats = _Stats()
     try:
