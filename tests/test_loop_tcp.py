@@ -36,6 +36,21 @@ async def _echo_server(loop, host="127.0.0.1", **kwargs):
     return server, server.sockets[0].getsockname()[:2]
 
 
+async def _to_a_plain_socket(loop, protocol_factory):
+    """A transport connected to a plain non-blocking socket that the test reads, or does not."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    lsock.setblocking(False)
+    try:
+        tr, proto = await loop.create_connection(protocol_factory, *lsock.getsockname())
+        conn, _ = await loop.sock_accept(lsock)
+    finally:
+        lsock.close()
+    conn.setblocking(False)
+    return tr, proto, conn
+
+
 # -- servers and connections -------------------------------------------------------------------
 
 @pytest.mark.parametrize("family_host", ["127.0.0.1", "::1"])
@@ -412,13 +427,8 @@ def test_pause_reading_from_connection_made(loop, loop_kind):
 
 def test_abort_discards_buffer_and_reports_lost(loop):
     async def main():
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen()
-        lsock.setblocking(False)
+        tr, client, conn = await _to_a_plain_socket(loop, CollectProtocol)  # conn never reads
         try:
-            tr, client = await loop.create_connection(CollectProtocol, *lsock.getsockname())
-            conn, _ = await loop.sock_accept(lsock)  # never reads
             tr.set_write_buffer_limits(high=1 << 30)
             for _ in range(100):
                 tr.write(b"x" * 65536)
@@ -427,10 +437,9 @@ def test_abort_discards_buffer_and_reports_lost(loop):
             assert tr.is_closing()
             exc = await client.lost
             assert tr.get_write_buffer_size() == 0
-            conn.close()
             return exc
         finally:
-            lsock.close()
+            conn.close()
 
     assert run(loop, main()) is None
 
@@ -458,14 +467,8 @@ def test_write_flow_control_slow_reader(loop):
     high, low = 64 * 1024, 16 * 1024
 
     async def main():
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen()
-        lsock.setblocking(False)
+        tr, proto, conn = await _to_a_plain_socket(loop, Writer)
         try:
-            tr, proto = await loop.create_connection(Writer, *lsock.getsockname())
-            conn, _ = await loop.sock_accept(lsock)
-            conn.setblocking(False)
             tr.set_write_buffer_limits(high=high, low=low)
             assert tr.get_write_buffer_limits() == (low, high)
             written = 0
@@ -483,11 +486,10 @@ def test_write_flow_control_slow_reader(loop):
             await asyncio.wait_for(proto.resumed.wait(), 5)
             assert tr.get_write_buffer_size() == 0
             tr.close()
-            conn.close()
             await proto.lost
             return proto.events
         finally:
-            lsock.close()
+            conn.close()
 
     events = run(loop, main())
     assert events.count("pause") == 1 and events.count("resume") == 1
@@ -504,14 +506,8 @@ def test_many_small_writes_behind_a_full_socket_all_arrive_then_eof(loop, pieces
     again, so a stop with room left would strand the rest of the queue (and close() with it)."""
 
     async def main():
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen()
-        lsock.setblocking(False)
+        tr, proto, conn = await _to_a_plain_socket(loop, CollectProtocol)
         try:
-            tr, proto = await loop.create_connection(CollectProtocol, *lsock.getsockname())
-            conn, _ = await loop.sock_accept(lsock)
-            conn.setblocking(False)
             tr.set_write_buffer_limits(high=1 << 30)  # no pause: this test is about the queue
             head = b"h" * (1 << 16)
             written = bytearray()
@@ -530,11 +526,10 @@ def test_many_small_writes_behind_a_full_socket_all_arrive_then_eof(loop, pieces
                 if not data:
                     break
                 received += data
-            conn.close()
             await asyncio.wait_for(proto.lost, 5)
             return bytes(received), bytes(written)
         finally:
-            lsock.close()
+            conn.close()
 
     received, written = run(loop, main())
     assert len(received) == len(written)

@@ -329,6 +329,23 @@ def test_tsize_is_granted_where_the_free_space_cannot_be_told(root, monkeypatch)
     assert (root / "t.bin").read_bytes() == b"hello"
 
 
+def _upload_one_block(server, peer: RawPeer, name: str, mode: str) -> tuple:
+    """A raw WRQ and its first, full block, both acknowledged: the session's TID."""
+    peer.send(codec.encode_wrq(name, mode), server.port)
+    ack, tid = peer.recv()
+    assert ack == codec.Ack(0)
+    peer.send(codec.encode_data(1, b"u" * 512), tid)
+    assert peer.recv()[0] == codec.Ack(1)
+    return tid
+
+
+def _sessions_end(server, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while server.sessions and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return server.sessions == 0
+
+
 @pytest.mark.parametrize("mode", ["octet", "netascii"])  # the engine's session, the per-packet one
 def test_an_upload_whose_temporary_file_cannot_be_removed_still_ends(root, monkeypatch, caplog, mode):
     # the upload's directory was made read-only meanwhile, say: the aborted session still ends,
@@ -345,16 +362,9 @@ def test_an_upload_whose_temporary_file_cannot_be_removed_still_ends(root, monke
 
     monkeypatch.setattr(os, "unlink", refusing_unlink)
     with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
-        peer.send(codec.encode_wrq("u.bin", mode), server.port)
-        ack, tid = peer.recv()
-        assert ack == codec.Ack(0)
-        peer.send(codec.encode_data(1, b"u" * 512), tid)
-        assert peer.recv()[0] == codec.Ack(1)
+        tid = _upload_one_block(server, peer, "u.bin", mode)
         peer.send(codec.encode_error(0, "user cancelled"), tid)
-        deadline = time.monotonic() + 5
-        while server.sessions and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.sessions == 0
+        assert _sessions_end(server)
     lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
     assert len(lines) == 1 and lines[0].endswith("outcome=peer error 0: user cancelled"), lines
     assert any("cannot remove" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
@@ -366,16 +376,10 @@ def test_an_upload_whose_temporary_file_cannot_be_removed_still_ends(root, monke
 def test_an_upload_data_longer_than_the_block_size_is_error_4_and_leaves_nothing(root, caplog, mode):
     caplog.set_level(logging.INFO, logger="fastnet.tftp.access")
     with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
-        peer.send(codec.encode_wrq("u.bin", mode), server.port)
-        ack, tid = peer.recv()
-        assert ack == codec.Ack(0)
-        peer.send(codec.encode_data(1, b"u" * 512), tid)
-        assert peer.recv()[0] == codec.Ack(1)
+        tid = _upload_one_block(server, peer, "u.bin", mode)
         peer.send(codec.encode_data(2, b"L" * 600), tid)
         error = peer.recv()[0]
-        deadline = time.monotonic() + 5
-        while server.sessions and time.monotonic() < deadline:
-            time.sleep(0.02)
+        assert _sessions_end(server)
     assert error == codec.Error(4, "DATA longer than the block size")
     lines = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
     assert len(lines) == 1 and lines[0].endswith("outcome=DATA longer than the block size"), lines
