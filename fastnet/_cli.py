@@ -23,6 +23,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 __all__ = [
     "LISTENING",
@@ -44,9 +45,12 @@ __all__ = [
     "recv",
     "run",
     "seconds",
+    "sliced",
     "show",
     "warn",
 ]
+
+_T = TypeVar("_T")
 
 #: First line of every server: ``listening on 127.0.0.1:7788``.
 LISTENING = "listening on"
@@ -322,23 +326,28 @@ class Deadline:
         return left if cap is None else min(left, cap)
 
 
+def sliced(sock: socket.socket, deadline: Deadline, call: Callable[[], _T]) -> _T | None:
+    """``call()``, a blocking call on *sock* (accept, recv), or None once the deadline has passed.
+
+    The wait is cut into slices of at most SIGNAL_CHECK_INTERVAL: a Ctrl-C that lands between
+    Python's signal check and the blocking call is then seen within that time, and the deadline
+    is kept while no client comes or a connected one stays silent.  *sock* keeps the timeout of
+    the last slice.
+    """
+    while not deadline.expired():
+        sock.settimeout(max(deadline.timeout(SIGNAL_CHECK_INTERVAL), 1e-6))
+        try:
+            return call()
+        except socket.timeout:
+            continue
+    return None
+
+
 def recv(sock: socket.socket, size: int, deadline: Deadline) -> bytes | None:
     """``sock.recv(size)``, or None once the ``--duration`` is over (the connection stays open).
-
-    Like an accept() without a deadline, the wait is cut into slices of at most
-    SIGNAL_CHECK_INTERVAL, so that a Ctrl-C is seen and the deadline is checked while a client
-    stays connected and silent.  The socket is blocking again afterwards, for the sendall() that
-    usually follows.
-    """
+    The socket is blocking again afterwards, for the sendall() that usually follows."""
     try:
-        while True:
-            if deadline.expired():
-                return None
-            sock.settimeout(max(deadline.timeout(SIGNAL_CHECK_INTERVAL), 1e-6))
-            try:
-                return sock.recv(size)
-            except socket.timeout:
-                continue
+        return sliced(sock, deadline, lambda: sock.recv(size))
     finally:
         sock.settimeout(None)
 

@@ -63,22 +63,11 @@ def _listen(args: argparse.Namespace, backlog: int) -> socket.socket:
 
 
 def _accept(server: socket.socket, deadline: _cli.Deadline):
-    """The next client, or None once the deadline has passed.
-
-    accept() waits in slices of at most SIGNAL_CHECK_INTERVAL: a Ctrl-C that lands between
-    Python's signal check and the blocking call is then seen within that time, instead of when
-    the next client happens to connect.
-    """
-    while True:
-        server.settimeout(max(deadline.timeout(_cli.SIGNAL_CHECK_INTERVAL), 1e-6))
-        try:
-            conn, addr = server.accept()
-        except socket.timeout:
-            if deadline.expired():
-                return None
-            continue
-        conn.settimeout(None)
-        return conn, addr
+    """The next (client, address), or None once the deadline has passed (see _cli.sliced)."""
+    got = _cli.sliced(server, deadline, server.accept)
+    if got is not None:
+        got[0].settimeout(None)
+    return got
 
 
 def _deal_with_client(conn: socket.socket, addr, deadline: _cli.Deadline | None = None) -> bool:

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import shutil
 import signal
 import sys
 from typing import Sequence
 
-from .._cli import port_number
+from .._cli import port_number, positive_seconds, seconds
 from . import client, codec
-from ._transfer import MAX_WINDOWSIZE, TransferStats
+from ._transfer import MAX_TIMEOUT, MAX_WINDOWSIZE, TransferStats
 from .errors import TftpError
 
 PROG = "python -m fastnet.tftp"
@@ -64,7 +63,6 @@ letting running transfers finish for a grace period.  One access-log line per tr
 
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports it
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
-MAX_TIMEOUT = 255.0  # seconds: the longest timeout RFC 2349 lets a peer ask for
 MAX_RETRIES = 1000
 
 
@@ -84,18 +82,14 @@ def _on_sigterm(signum, frame) -> None:
     raise _Terminated
 
 
-def _number(text: str, kind: type):
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
-
-
 def _int_range(low: int, high: int | None = None):
     """argparse type: an integer from *low* to *high* (no upper bound when None)."""
 
     def check(text: str) -> int:
-        value = _number(text, int)
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(
                 f"must be {low}..{high}, not {value}" if high is not None else f"must be at least {low}, not {value}"
@@ -106,25 +100,19 @@ def _int_range(low: int, high: int | None = None):
 
 
 def _timeout(text: str) -> float:
-    """argparse type: a retransmission timeout, seconds: more than 0 (fractions too), at most 255."""
-    value = _number(text, float)
-    if not 0 < value <= MAX_TIMEOUT:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_TIMEOUT:g} seconds, not {text}")
-    return value
-
-
-def _grace(text: str) -> float:
-    value = _number(text, float)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, not {text}")
+    """argparse type: a retransmission timeout, seconds: above 0 (fractions too), at most the 255
+    RFC 2349 lets a peer ask for."""
+    value = positive_seconds(text)
+    if value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT} seconds, not {text}")
     return value
 
 
 def _server_port(text: str) -> int:
-    """argparse type: the port a client sends its request to, 1-65535 (0 is nobody's)."""
-    port = _number(text, int)
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {port}")
+    """argparse type: the port a client sends its request to: a port, but not 0 (nobody's)."""
+    port = port_number(text)
+    if port == 0:
+        raise argparse.ArgumentTypeError("port must be 1-65535, not 0")
     return port
 
 
@@ -180,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="retransmission timeout, seconds, fractions too, at most 255 (default 1)")
     serve.add_argument("--retries", type=_int_range(0, MAX_RETRIES), default=5,
                        help=f"retries before a transfer is abandoned, 0..{MAX_RETRIES} (default 5)")
-    serve.add_argument("--grace", type=_grace, default=5.0, help="seconds running transfers get at shutdown (default 5)")
+    serve.add_argument("--grace", type=seconds, default=5.0, help="seconds running transfers get at shutdown (default 5)")
     serve.add_argument("--quiet", "-q", action="store_true", help="log warnings only (no access log)")
     return parser
 

@@ -12,6 +12,7 @@ transfer rolls over from 65535 to 0 as tftpd-hpa, curl, atftp and busybox do.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import socket
 import stat
@@ -28,6 +29,9 @@ __all__ = [
     "MIN_TIMEOUT",
     "MAX_TIMEOUT",
     "DALLY_MAX",
+    "DISK_FULL_ERRNOS",
+    "DISK_FULL",
+    "OVERSIZED_DATA",
     "parse_uint",
     "free_space",
     "temp_beside",
@@ -40,6 +44,11 @@ MIN_TIMEOUT = 1  # RFC 2349, seconds
 MAX_TIMEOUT = 255
 DALLY_MAX = 10.0  # seconds: the longest a final dally listens after an ACK (or re-ACK) of the last block
 MODES = ("octet", "netascii")
+#: a write failing with one of these is the disk's fault: ERROR 3, DISK_FULL, to the peer
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+DISK_FULL = "disk full or allocation exceeded"
+#: the ERROR 4 message (and the log's outcome) for a DATA longer than the negotiated block size
+OVERSIZED_DATA = "DATA longer than the block size"
 _READ_CHUNK = 1 << 20
 
 

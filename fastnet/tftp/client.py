@@ -25,7 +25,6 @@ file objects without a descriptor stay on the per-packet Python loop below.
 
 from __future__ import annotations
 
-import errno
 import io
 import math
 import os
@@ -41,8 +40,11 @@ from .._cli import format_address
 from . import codec, engine
 from ._transfer import (
     DALLY_MAX,
+    DISK_FULL,
+    DISK_FULL_ERRNOS,
     MAX_WINDOWSIZE,
     MODES,
+    OVERSIZED_DATA,
     BlockSink,
     BlockSource,
     TransferStats,
@@ -411,8 +413,8 @@ def _abandon(channel: _Channel, exc: BaseException) -> None:
     theirs), a server that is gone."""
     if channel.peer is None or isinstance(exc, TftpError):
         return
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        code, message = 3, "disk full or allocation exceeded"
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        code, message = 3, DISK_FULL
     elif isinstance(exc, OSError):
         code, message = 0, f"client: {exc.strerror or exc}"
     else:
@@ -447,7 +449,7 @@ def _engine_run(eng: Any, stats: TransferStats, progress: Progress | None, repor
 
 def _oversized(sock: socket.socket, peer: tuple, block: int) -> TftpProtocolError:
     """A DATA longer than the block size: a broken server (dropping it would only stall)."""
-    _send_error(sock, peer, 4, "DATA longer than the block size")
+    _send_error(sock, peer, 4, OVERSIZED_DATA)
     return TftpProtocolError(f"server sent DATA block {block} longer than the block size", 4)
 
 

@@ -53,7 +53,10 @@ from .._cli import bind, format_address
 from . import codec, engine
 from ._transfer import (
     DALLY_MAX,
+    DISK_FULL,
+    DISK_FULL_ERRNOS,
     MAX_WINDOWSIZE,
+    OVERSIZED_DATA,
     BlockSink,
     BlockSource,
     TransferStats,
@@ -72,7 +75,6 @@ DEFAULT_PORT = 69
 TEMP_PREFIX = ".fastnet-tftp-"
 TEMP_SUFFIX = ".part"
 _MAX_BACKOFF = 8.0
-_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _GONE = "client gone: connection refused"
 
 
@@ -276,8 +278,8 @@ class _SessionCommon:
             self._timer = self._loop.call_later(self._dally_for, self.close_transport)
 
     def _write_failed(self, exc: OSError) -> None:
-        if exc.errno in _DISK_FULL_ERRNOS:
-            self.finish(f"disk full: {exc.strerror}", 3, "disk full or allocation exceeded")
+        if exc.errno in DISK_FULL_ERRNOS:
+            self.finish(f"disk full: {exc.strerror}", 3, DISK_FULL)
         else:
             self.finish(f"write failed: {exc.strerror}", 0, "write failed")
 
@@ -655,7 +657,7 @@ class _WriteSession(_Session):
             if block == (expected & 0xFFFF):
                 payload = packet.payload
                 if len(payload) > self._blksize:  # a broken client: dropping it would only stall
-                    self.finish("DATA longer than the block size", 4, "DATA longer than the block size")
+                    self.finish(OVERSIZED_DATA, 4, OVERSIZED_DATA)
                     return
                 try:
                     self._sink.write(payload)
@@ -826,7 +828,7 @@ class _EngineSession(_SessionCommon):
         if type(packet) is codec.Error:
             self.finish(f"peer error {int(packet.code)}: {packet.message}")
         elif type(packet) is codec.Data:  # the engine stops on a DATA only when it is too long
-            self.finish("DATA longer than the block size", 4, "DATA longer than the block size")
+            self.finish(OVERSIZED_DATA, 4, OVERSIZED_DATA)
         else:  # pragma: no cover - the engine stops only on the three above
             self.finish(f"unexpected {type(packet).__name__}", 4, "unexpected packet")
 
