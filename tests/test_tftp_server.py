@@ -582,6 +582,29 @@ def test_a_server_on_the_ipv6_wildcard_serves_ipv4_clients_too(root, impl_env):
     ]
 
 
+def test_a_host_name_s_next_address_is_tried_when_the_first_refuses(root, tmp_path, impl_env):
+    # A name with an IPv6 and an IPv4 address ('localhost' on many systems), and a server on
+    # 127.0.0.1 alone: ::1 answers with a port unreachable, and the client goes on to the next
+    # address, as a TCP client does.  The name comes from a hosts file bound over /etc/hosts in
+    # mount and network namespaces of the test's own (tests/netns_tftp_next_address.py).
+    unshare = require_tool("unshare")
+    probe = subprocess.run([unshare, "--net", "--mount", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        peer_missing(f"cannot make network and mount namespaces: {probe.stderr.strip()}")
+    data = fill(str(root / "f.bin"), 70000, seed=11)
+    child = os.path.join(os.path.dirname(__file__), "netns_tftp_next_address.py")
+    run = subprocess.run([unshare, "--net", "--mount", sys.executable, child, str(root), str(tmp_path / "hosts")],
+                         env=impl_env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["order"] == ["::1", "127.0.0.1"]  # the refusing address does come first
+    assert result["downloads"] == [["127.0.0.1", data.hex()], ["127.0.0.1", data.hex()]]
+    assert result["upload_peer"] == "127.0.0.1" and (root / "up.bin").read_bytes() == data
+    kind, message, seconds = result["six"]  # one address, refusing: a prompt, clear failure
+    assert kind == "TftpRefused" and message == "no TFTP server at [::1]:%d: connection refused" % result["port"]
+    assert seconds < 1.0 and not result["six_left"]
+
+
 @pytest.mark.parametrize("direction", ["read", "write"])
 def test_progress_after_a_retransmission_resets_the_backoff(root, direction):
     # netascii: the per-packet session.  Block 1 (or ACK 0) is resent after a timeout and then

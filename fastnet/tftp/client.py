@@ -68,19 +68,32 @@ Progress = Callable[[TransferStats], Any]
 _timeval = struct.Struct("@ll")
 
 
+Address = tuple  # (family, sockaddr), one of a host name's addresses
+
+
+def _resolve(host: str, port: int, timeout: float, retries: int) -> list[Address]:
+    """The addresses of *host*, in the resolver's order of preference, each once."""
+    if not timeout > 0:
+        raise ValueError("timeout must be positive")
+    if retries < 0:
+        raise ValueError("retries must be >= 0")
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise TftpError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    addresses: list[Address] = []
+    for family, _, _, _, sockaddr in infos:
+        if (family, sockaddr) not in addresses:
+            addresses.append((family, sockaddr))
+    return addresses
+
+
 class _Channel:
     """One UDP socket talking to one server: TID locking, kernel-side receive timeouts."""
 
-    def __init__(self, host: str, port: int, timeout: float, retries: int) -> None:
-        if not timeout > 0:
-            raise ValueError("timeout must be positive")
-        if retries < 0:
-            raise ValueError("retries must be >= 0")
-        try:
-            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
-        except socket.gaierror as exc:
-            raise TftpError(f"cannot resolve {host!r}: {exc.strerror}") from None
-        family, _, _, _, sockaddr = infos[0]
+    def __init__(self, address: Address, timeout: float, retries: int) -> None:
+        family, sockaddr = address
+        self.address = address
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
@@ -341,7 +354,8 @@ def download(
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     # tsize means nothing useful for netascii (the sizes differ), and tftpd-hpa refuses it there
     options = _request_options(blksize, windowsize, 0 if tsize and mode == "octet" else None, server_timeout)
-    channel = _Channel(host, port, timeout, retries)
+    addresses = _resolve(host, port, timeout, retries)
+    channel = _Channel(addresses[0], timeout, retries)
     if windowsize is not None:
         # never ask for a window the kernel cannot queue at once: a burst larger than the
         # receive buffer is a certain loss on every window
@@ -356,17 +370,17 @@ def download(
     try:
         sink = BlockSink(fileobj, netascii=(mode == "netascii"))
         direct = fileobj if mode == "octet" and _has_fd(fileobj) else None
-        try:
-            dally = _receive(channel, codec.encode_rrq(remote, mode, options), options, sink, stats, progress, tmp, direct)
-        except TftpRemoteError as exc:
-            if exc.code != 8 or not options or stats.blocks or stats.options:
-                raise
-            # RFC 2347: a server that refuses the options outright (tftpd-hpa does for tsize in
-            # netascii mode) gets the plain RFC 1350 request, from a fresh port (a new TID)
+        asked, others = options, iter(addresses[1:])
+        while True:
+            request = codec.encode_rrq(remote, mode, asked)
+            try:
+                dally = _receive(channel, request, asked, sink, stats, progress, tmp, direct)
+                break
+            except (TftpRemoteError, TftpRefused) as exc:
+                address, asked = _next_attempt(exc, channel, stats, asked, others)
             channel.close()
-            channel = _Channel(host, port, timeout, retries)
+            channel = _Channel(address, timeout, retries)
             stats.peer = channel.server
-            dally = _receive(channel, codec.encode_rrq(remote, mode), {}, sink, stats, progress, tmp, direct)
         sink.finish()
         if tmp is not None:
             fileobj.close()
@@ -392,6 +406,27 @@ def download(
     else:
         channel.close()
     return stats
+
+
+def _next_attempt(
+    exc: TftpRemoteError | TftpRefused, channel: _Channel, stats: TransferStats, asked: dict, others: Any
+) -> tuple[Address, dict]:
+    """Whether a request that failed before the transfer began goes again, and how: re-raises
+    *exc* when it does not.  Returns the address to ask and the options to ask for.
+
+    - The server refused the options outright (ERROR 8; tftpd-hpa does for tsize in netascii
+      mode): the plain RFC 1350 request goes to the same address, from a fresh port (a new TID).
+    - Nothing listens at this address of the host's (an ICMP port unreachable): the next
+      address the host name resolved to is asked, as a TCP client tries each in turn
+      ('localhost' is often ::1 first, and a server may listen on 127.0.0.1 alone).
+    """
+    if isinstance(exc, TftpRefused):
+        address = next(others, None) if channel.peer is None else None
+        if address is not None:
+            return address, asked
+    elif exc.code == 8 and asked and not stats.blocks and not stats.options:
+        return channel.address, {}
+    raise exc
 
 
 def _remote_error(packet: Any) -> TftpRemoteError:
@@ -754,18 +789,21 @@ def upload(
             except (OSError, AttributeError, ValueError):
                 size = None
         options = _request_options(blksize, windowsize, size, server_timeout)
-        channel = _Channel(host, port, timeout, retries)
+        addresses = _resolve(host, port, timeout, retries)
+        channel = _Channel(addresses[0], timeout, retries)
         try:
             stats = TransferStats(filename=remote, direction="upload", peer=channel.server, total=size)
-            try:
-                _send(channel, codec.encode_wrq(remote, mode, options), options, fileobj, mode == "netascii", stats, progress)
-            except TftpRemoteError as exc:
-                if exc.code != 8 or not options or stats.blocks or stats.options:
-                    raise
-                channel.close()  # refused options: retry with a plain RFC 1350 request
-                channel = _Channel(host, port, timeout, retries)
+            asked, others = options, iter(addresses[1:])
+            while True:
+                request = codec.encode_wrq(remote, mode, asked)
+                try:
+                    _send(channel, request, asked, fileobj, mode == "netascii", stats, progress)
+                    break
+                except (TftpRemoteError, TftpRefused) as exc:
+                    address, asked = _next_attempt(exc, channel, stats, asked, others)
+                channel.close()
+                channel = _Channel(address, timeout, retries)
                 stats.peer = channel.server
-                _send(channel, codec.encode_wrq(remote, mode), {}, fileobj, mode == "netascii", stats, progress)
         except BaseException as exc:
             _abandon(channel, exc)
             raise
