@@ -198,6 +198,38 @@ def test_replacing_a_file_needs_allow_overwrite(root, tmp_path):
     assert leftovers(str(root)) == []
 
 
+@pytest.mark.parametrize("fallback", ["renameat2", "check-then-rename"])
+@pytest.mark.parametrize("mode", ["octet", "netascii"])  # the engine's session, the per-packet one
+def test_uploads_commit_on_a_file_system_without_hard_links(root, tmp_path, monkeypatch, fallback, mode):
+    # vfat and some network file systems refuse link() with EPERM, and the server's "create only
+    # if absent" was a hard link: every complete upload failed there.  link() fails here as it
+    # does on those; the upload goes into place by renameat2(RENAME_NOREPLACE) or, where libc or
+    # the file system lacks that too, by a check and a rename.  An existing file is still refused.
+    from fastnet.tftp import server as server_module
+
+    def no_hard_links(src, dst, *args, **kwargs):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), src)
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    if fallback == "check-then-rename":
+        monkeypatch.setattr(server_module, "_renameat2", None)
+    (root / "old.bin").write_bytes(b"old")
+    src = tmp_path / "new.bin"
+    data = fill(str(src), 5000)
+    if mode == "netascii":
+        data = data.replace(b"\r", b"").replace(b"\n", b"")
+        src.write_bytes(data)
+    with fastnet_server(str(root), allow_write=True) as server:
+        client.upload("127.0.0.1", str(src), "new.bin", port=server.port, timeout=0.5, mode=mode)
+        with pytest.raises(TftpRemoteError) as info:
+            client.upload("127.0.0.1", str(src), "old.bin", port=server.port, timeout=0.5, mode=mode)
+        assert info.value.code == 6 and info.value.message == "file already exists"
+        assert _sessions_end(server)
+    assert (root / "new.bin").read_bytes() == data
+    assert (root / "old.bin").read_bytes() == b"old"
+    assert leftovers(str(root)) == []
+
+
 def _start_upload(peer: RawPeer, port: int, name: str, blocks: int) -> int:
     """WRQ and *blocks* full 512-byte DATA blocks; returns the session's port."""
     peer.send(codec.encode_wrq(name), port)

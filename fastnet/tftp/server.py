@@ -193,17 +193,61 @@ def _discard(tmp: str) -> None:
         log.warning("tftp: cannot remove %s: %s", tmp, exc.strerror)
 
 
+# link() failing for these means the file system has no hard links (vfat, some network and FUSE
+# file systems) or no more of them for this file: not a reason to lose a complete upload
+_NO_HARD_LINK = frozenset({errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+_RENAME_NOREPLACE = 1
+_renameat2: Any = False  # libc's renameat2, looked up on first use; None where there is none
+
+
+def _rename_noreplace(src: str, dst: str) -> None:
+    """``renameat2(RENAME_NOREPLACE)``: an atomic rename that fails with FileExistsError when
+    *dst* exists; OSError(ENOSYS) where libc lacks it, EINVAL where the file system does."""
+    global _renameat2
+    if _renameat2 is False:
+        import ctypes
+
+        _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if _renameat2 is None:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS), dst)
+    import ctypes
+
+    cwd = -100  # AT_FDCWD
+    if _renameat2(cwd, os.fsencode(src), cwd, os.fsencode(dst), _RENAME_NOREPLACE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), dst)
+
+
 def _commit_upload(tmp: str, target: str, overwrite: bool) -> None:
     """Put a complete upload in place: *tmp* becomes *target* (atomically, so a reader sees the
-    old file or the new one); without *overwrite*, :class:`_Refused` if *target* exists."""
+    old file or the new one); without *overwrite*, :class:`_Refused` if *target* exists.
+
+    "Create only if absent" is a hard link, then the temporary name's removal.  On a file system
+    without hard links it is ``renameat2(RENAME_NOREPLACE)``, and where that is unsupported too,
+    a check for *target* and then a rename (a file created between the two is replaced)."""
     if overwrite:
         os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise _Refused(6, "file already exists") from None
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINK:
+            raise
     else:
-        try:
-            os.link(tmp, target)  # atomic "create only if absent"
-        except FileExistsError:
-            raise _Refused(6, "file already exists") from None
         _discard(tmp)  # the upload is in place: a second name left behind is litter, not a failure
+        return
+    try:
+        _rename_noreplace(tmp, target)
+    except FileExistsError:
+        raise _Refused(6, "file already exists") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+        if os.path.lexists(target):
+            raise _Refused(6, "file already exists") from None
+        os.rename(tmp, target)
 
 
 class _SessionCommon:
