@@ -123,6 +123,14 @@ def family_of(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def unbracket(host: str) -> str:
+    """*host* without the brackets of an IPv6 literal written as in a URL (``[::1]``); brackets
+    around anything else are left, for the resolver to refuse."""
+    if host.startswith("[") and host.endswith("]") and ":" in host:
+        return host[1:-1]
+    return host
+
+
 def format_address(address) -> str:
     """``127.0.0.1:7788`` / ``[::1]:7788`` for a socket address tuple.  An IPv4 peer of a
     dual-stack IPv6 socket (``::ffff:127.0.0.1``) shows as the IPv4 address it is."""

@@ -119,6 +119,109 @@ def test_failed_download_leaves_no_partial_file_and_keeps_the_old_one(root, tmp_
     assert sorted(os.listdir(tmp_path)) == ["keep.bin", "root"]
 
 
+def test_a_download_to_a_symlink_replaces_its_target_and_keeps_the_link(root, tmp_path):
+    data = fill(str(root / "f.bin"), 5000)
+    (tmp_path / "real.bin").write_bytes(b"old")
+    os.symlink("real.bin", tmp_path / "link.bin")
+    os.symlink("new.bin", tmp_path / "dangling.bin")
+    with fastnet_server(str(root)) as server:
+        client.download("127.0.0.1", "f.bin", str(tmp_path / "link.bin"), port=server.port)
+        client.download("127.0.0.1", "f.bin", str(tmp_path / "dangling.bin"), port=server.port)
+    assert os.readlink(tmp_path / "link.bin") == "real.bin" and (tmp_path / "real.bin").read_bytes() == data
+    assert os.readlink(tmp_path / "dangling.bin") == "new.bin" and (tmp_path / "new.bin").read_bytes() == data
+    assert leftovers(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("mode", ["octet", "netascii"])
+def test_a_download_to_a_fifo_writes_into_it_and_leaves_it_a_fifo(root, tmp_path, pool, mode):
+    # a path that is no regular file (a FIFO here, /dev/null or a terminal device elsewhere) is
+    # written as it is: renaming a temporary file onto it would replace the device with a file
+    data = fill(str(root / "f.bin"), 70000).replace(b"\r", b"").replace(b"\n", b"")
+    (root / "f.bin").write_bytes(data)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def drain(seconds=20.0):
+        # opened non-blocking, so that it never hangs on a FIFO nobody opens for writing
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        got, deadline = [], time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    chunk = None
+                if chunk:
+                    got.append(chunk)
+                elif chunk == b"" and got:  # the writer closed it
+                    break
+                else:
+                    time.sleep(0.005)
+        finally:
+            os.close(fd)
+        return b"".join(got)
+
+    reader = pool.submit(drain)
+    with fastnet_server(str(root)) as server:
+        client.download("127.0.0.1", "f.bin", str(fifo), port=server.port, mode=mode, timeout=2)
+    assert reader.result(10) == data
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and sorted(os.listdir(tmp_path)) == ["fifo", "root"]
+
+
+def test_file_objects_and_arguments_are_checked_before_anything_is_sent(tmp_path):
+    # a mistake in the call is an exception at once, with nothing sent (a silent peer would see
+    # a request) and nothing left behind; a text file would get bytes under its encoder
+    with RawPeer() as silent:
+        port = silent.sock.getsockname()[1]
+        text = open(tmp_path / "t.txt", "w+")
+        closed = io.BytesIO()
+        closed.close()
+        read_only = open(tmp_path / "t.txt", "rb")
+        write_only = open(tmp_path / "w.bin", "wb")
+        try:
+            calls = {
+                "download to a text file": (lambda: client.download("127.0.0.1", "f", text, port=port), TypeError),
+                "upload from a text file": (lambda: client.upload("127.0.0.1", text, "f", port=port), TypeError),
+                "download to a closed file": (lambda: client.download("127.0.0.1", "f", closed, port=port), ValueError),
+                "upload from a closed file": (lambda: client.upload("127.0.0.1", closed, "f", port=port), ValueError),
+                "download to a read-only file":
+                    (lambda: client.download("127.0.0.1", "f", read_only, port=port), io.UnsupportedOperation),
+                "upload from a write-only file":
+                    (lambda: client.upload("127.0.0.1", write_only, "f", port=port), io.UnsupportedOperation),
+                "port 0": (lambda: client.download("127.0.0.1", "f", io.BytesIO(), port=0), ValueError),
+                "port 65536 + port": (lambda: client.download("127.0.0.1", "f", io.BytesIO(), port=65536 + port),
+                                      ValueError),
+                "an endless timeout": (lambda: client.download("127.0.0.1", "f", io.BytesIO(), port=port,
+                                                               timeout=float("inf")), ValueError),
+            }
+            raised = {}
+            for what, (call, expected) in calls.items():
+                with pytest.raises(expected) as info:
+                    call()
+                raised[what] = str(info.value)
+        finally:
+            for f in (text, read_only, write_only):
+                f.close()
+        assert silent.quiet(0.3) == [], raised
+    assert raised["port 65536 + port"] == f"port must be 1..65535, not {65536 + port}"
+    assert sorted(os.listdir(tmp_path)) == ["t.txt", "w.bin"]
+
+
+def test_library_takes_bracketed_ipv6_literals_bytes_paths_and_the_largest_window(root, tmp_path):
+    require_ipv6_loopback()
+    data = fill(str(root / "f.bin"), 70000)
+    with fastnet_server(str(root), host="::1", allow_write=True) as server:
+        stats = client.download("[::1]", "f.bin", os.fsencode(tmp_path / "got.bin"), port=server.port)
+        assert stats.peer[0] == "::1" and (tmp_path / "got.bin").read_bytes() == data
+        # the largest block and window both sides allow: the window is cut to the receive buffer
+        # (asking the kernel for 65535 x 128 KiB overflowed setsockopt's int: a TypeError)
+        stats = client.download("::1", "f.bin", str(tmp_path / "big.bin"), port=server.port,
+                                blksize=codec.MAX_BLKSIZE, windowsize=65535)
+        assert (tmp_path / "big.bin").read_bytes() == data and stats.options["blksize"] == codec.MAX_BLKSIZE
+        client.upload("[::1]", os.fsencode(tmp_path / "got.bin"), "up.bin", port=server.port)
+    assert (root / "up.bin").read_bytes() == data
+
+
 @pytest.mark.parametrize("mode", ["octet", "netascii"])
 def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(root, tmp_path, mode):
     # downloads and uploads go through a temporary file, which mkstemp() makes 0600; the file
@@ -173,7 +276,7 @@ def test_no_answer_is_a_timeout_after_the_retries(tmp_path, pool):
         with pytest.raises(TftpTimeout) as info:
             future.result(10)
     assert len(requests) == 4 and all(type(p) is codec.ReadRequest for p in requests)
-    assert isinstance(info.value, TimeoutError)
+    assert isinstance(info.value, TimeoutError) and info.value.errno == errno.ETIMEDOUT
     assert os.listdir(tmp_path) == []
 
 
@@ -448,7 +551,7 @@ def test_a_port_where_nothing_listens_is_refused_at_once(tmp_path, host):
                  lambda: client.upload(host, str(src), "f", port=port, timeout=5, retries=1)):
         with pytest.raises(TftpRefused) as info:
             call()
-        assert isinstance(info.value, ConnectionRefusedError)
+        assert isinstance(info.value, ConnectionRefusedError) and info.value.errno == errno.ECONNREFUSED
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         assert str(info.value) == f"no TFTP server at {shown}: connection refused"
     assert sorted(os.listdir(tmp_path)) == ["src.bin"]

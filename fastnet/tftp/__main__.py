@@ -19,7 +19,7 @@ import signal
 import sys
 from typing import Sequence
 
-from .._cli import port_number, positive_seconds, seconds
+from .._cli import port_number, positive_seconds, seconds, unbracket
 from . import client, codec
 from ._transfer import MAX_TIMEOUT, MAX_WINDOWSIZE, TransferStats
 from .errors import TftpError
@@ -118,9 +118,7 @@ def _server_port(text: str) -> int:
 
 def _host(text: str) -> str:
     """argparse type: a host name or address; an IPv6 literal may come in brackets, as in a URL."""
-    if text.startswith("[") and text.endswith("]") and ":" in text:
-        return text[1:-1]
-    return text
+    return unbracket(text)
 
 
 def _add_transfer_options(parser: argparse.ArgumentParser) -> None:

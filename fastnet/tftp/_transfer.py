@@ -140,7 +140,7 @@ def fit_window(sock: socket.socket, blksize: int, window: int) -> int:
     the size it was asked for, of which half is usable).
     """
     per = 2 * blksize + 1024
-    want = window * per
+    want = min(window * per, 0x7FFFFFFF)  # setsockopt takes a C int; the kernel caps it far lower
     try:
         have = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
         if have < want:

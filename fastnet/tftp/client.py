@@ -36,7 +36,7 @@ import time
 from typing import Any, BinaryIO, Callable, Union
 
 from .. import _recverr
-from .._cli import format_address
+from .._cli import format_address, unbracket
 from . import codec, engine
 from ._transfer import (
     DALLY_MAX,
@@ -59,6 +59,7 @@ __all__ = ["download", "upload", "wait_dallying", "TransferStats", "DEFAULT_PORT
 
 DEFAULT_PORT = 69
 _MAX_BACKOFF = 8.0  # a single wait never exceeds this many times the base timeout
+_MAX_TIMEOUT = 86400.0  # a first retransmission timeout longer than a day is a mistake
 _PROGRESS_EVERY = 0.1  # seconds between progress callbacks, and between signal checks in the engine
 _RCVBUF = 4 << 20  # ask for a large receive buffer: a window of big blocks arrives at once
 
@@ -73,10 +74,13 @@ Address = tuple  # (family, sockaddr), one of a host name's addresses
 
 def _resolve(host: str, port: int, timeout: float, retries: int) -> list[Address]:
     """The addresses of *host*, in the resolver's order of preference, each once."""
-    if not timeout > 0:
-        raise ValueError("timeout must be positive")
+    if not 0 < timeout <= _MAX_TIMEOUT:
+        raise ValueError(f"timeout must be a positive number of seconds, at most {_MAX_TIMEOUT}")
     if retries < 0:
         raise ValueError("retries must be >= 0")
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be 1..65535, not {port}")
+    host = unbracket(host)  # an IPv6 address as URLs and the command line write it: [::1]
     try:
         infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
     except socket.gaierror as exc:
@@ -298,25 +302,80 @@ class _Dally(threading.Thread):
         return True
 
 
-def _open_target(local: LocalFile | None, remote: str) -> tuple[BinaryIO, str | None, str | None]:
-    """(file to write, temporary path, final path) for a download target."""
+class _Target:
+    """Where a download goes.  A file object of the caller's is written and flushed, never closed.
+    A path goes through a temporary file beside the file it names (beside a symbolic link's
+    target, so that the link stays and its target is replaced), renamed onto it when complete.
+    A path that is a device, a FIFO or a socket (``/dev/null``, ``mkfifo``) is written as it is:
+    there is nothing to rename, and a rename would replace the device with a plain file."""
+
+    def __init__(self, fileobj: BinaryIO, tmp: str | None = None, final: str | None = None) -> None:
+        self.fileobj = fileobj
+        self.tmp = tmp
+        self.final = final  # None: the caller's file object
+
+    def commit(self) -> None:
+        if self.tmp is not None:
+            self.fileobj.close()
+            os.replace(self.tmp, self.final)  # type: ignore[arg-type]
+            self.tmp = None
+        elif self.final is not None:
+            self.fileobj.close()
+        else:
+            self.fileobj.flush()
+
+    def discard(self) -> None:
+        if self.final is None:
+            return
+        try:
+            self.fileobj.close()
+        except OSError:
+            pass
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
+
+
+def _file_object(fileobj: Any, needs: str) -> BinaryIO:
+    """*fileobj*, checked before anything is sent: binary, open, and readable or writable (*needs*)."""
+    if isinstance(fileobj, io.TextIOBase):
+        raise TypeError(f"a binary file object is needed, not a text one (open it with '{needs[0]}b')")
+    if getattr(fileobj, "closed", False):
+        raise ValueError("I/O operation on closed file")
+    able = getattr(fileobj, "writable" if needs == "write" else "readable", None)
+    if able is not None and not able():
+        raise io.UnsupportedOperation(f"the file object is not open for {'writing' if needs == 'write' else 'reading'}")
+    return fileobj  # type: ignore[no-any-return]
+
+
+def _open_target(local: LocalFile | None, remote: str) -> _Target:
     if local is None:
         name = os.path.basename(remote.replace("\\", "/").rstrip("/"))
         if not name or name in (".", ".."):
             raise ValueError(f"cannot derive a local file name from {remote!r}; pass local=")
         local = name
     if hasattr(local, "write"):
-        return local, None, None  # type: ignore[return-value]
-    final = os.fspath(local)  # type: ignore[arg-type]
+        return _Target(_file_object(local, "write"))
+    final = os.fsdecode(os.fspath(local))  # type: ignore[arg-type]
     if os.path.isdir(final):
         final = os.path.join(final, os.path.basename(remote.replace("\\", "/").rstrip("/")))
         if os.path.isdir(final):
             raise IsADirectoryError(f"{final} is a directory")
     try:
+        mode = os.stat(final).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        return _Target(open(final, "wb", buffering=0), None, final)
+    if os.path.islink(final):
+        final = os.path.realpath(final)
+    try:
         fd, tmp = temp_beside(os.path.abspath(final), prefix="." + os.path.basename(final) + ".")
     except OSError as exc:  # name the file asked for, not the temporary one beside it
         raise OSError(exc.errno, exc.strerror, final) from None
-    return os.fdopen(fd, "wb", buffering=1 << 20), tmp, final
+    return _Target(os.fdopen(fd, "wb", buffering=1 << 20), tmp, final)
 
 
 def download(
@@ -355,26 +414,24 @@ def download(
     # tsize means nothing useful for netascii (the sizes differ), and tftpd-hpa refuses it there
     options = _request_options(blksize, windowsize, 0 if tsize and mode == "octet" else None, server_timeout)
     addresses = _resolve(host, port, timeout, retries)
-    channel = _Channel(addresses[0], timeout, retries)
-    if windowsize is not None:
-        # never ask for a window the kernel cannot queue at once: a burst larger than the
-        # receive buffer is a certain loss on every window
-        options["windowsize"] = fit_window(channel.sock, blksize or codec.DEFAULT_BLKSIZE, windowsize)
-    stats = TransferStats(filename=remote, direction="download", peer=channel.server)
-    try:
-        fileobj, tmp, final = _open_target(local, remote)
-    except BaseException:
-        channel.close()
-        raise
+    target = _open_target(local, remote)
+    channel: _Channel | None = None
     dally: _Dally | None = None
     try:
+        channel = _Channel(addresses[0], timeout, retries)
+        if windowsize is not None:
+            # never ask for a window the kernel cannot queue at once: a burst larger than the
+            # receive buffer is a certain loss on every window
+            options["windowsize"] = fit_window(channel.sock, blksize or codec.DEFAULT_BLKSIZE, windowsize)
+        stats = TransferStats(filename=remote, direction="download", peer=channel.server)
+        fileobj = target.fileobj
         sink = BlockSink(fileobj, netascii=(mode == "netascii"))
         direct = fileobj if mode == "octet" and _has_fd(fileobj) else None
         asked, others = options, iter(addresses[1:])
         while True:
             request = codec.encode_rrq(remote, mode, asked)
             try:
-                dally = _receive(channel, request, asked, sink, stats, progress, tmp, direct)
+                dally = _receive(channel, request, asked, sink, stats, progress, target.tmp, direct)
                 break
             except (TftpRemoteError, TftpRefused) as exc:
                 address, asked = _next_attempt(exc, channel, stats, asked, others)
@@ -382,24 +439,16 @@ def download(
             channel = _Channel(address, timeout, retries)
             stats.peer = channel.server
         sink.finish()
-        if tmp is not None:
-            fileobj.close()
-            os.replace(tmp, final)  # type: ignore[arg-type]
-            tmp = None
-        else:
-            fileobj.flush()
+        target.commit()
         stats.bytes = sink.bytes_written
     except BaseException as exc:
-        _abandon(channel, exc)
-        if tmp is not None:
-            try:
-                fileobj.close()
-            finally:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-        channel.close()
+        if channel is not None:
+            _abandon(channel, exc)
+        try:
+            target.discard()
+        finally:
+            if channel is not None:
+                channel.close()
         raise
     if dally is not None:
         dally.start()
@@ -766,7 +815,7 @@ def upload(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if hasattr(local, "read"):
-        fileobj: BinaryIO = local  # type: ignore[assignment]
+        fileobj: BinaryIO = _file_object(local, "read")
         owned = False
         if remote is None:
             name = getattr(local, "name", None)
@@ -774,7 +823,7 @@ def upload(
                 raise ValueError("pass remote= for a file object without a name")
             remote = os.path.basename(name)
     else:
-        path = os.fspath(local)  # type: ignore[arg-type]
+        path = os.fsdecode(os.fspath(local))  # type: ignore[arg-type]
         fileobj = open(path, "rb", buffering=0)
         owned = True
         if remote is None:

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import errno
+
 __all__ = ["TftpError", "TftpTimeout", "TftpRefused", "TftpRemoteError", "TftpProtocolError"]
 
 _CODE_NAMES = {
@@ -44,12 +46,20 @@ class TftpError(Exception):
 
 
 class TftpTimeout(TftpError, TimeoutError):
-    """The peer stopped answering: every retry timed out."""
+    """The peer stopped answering: every retry timed out.  ``errno`` is ``ETIMEDOUT``."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message, code)
+        self.errno, self.strerror = errno.ETIMEDOUT, message
 
 
 class TftpRefused(TftpError, ConnectionRefusedError):
     """The server's host answered with ICMP port unreachable: no TFTP server at the request port,
-    or the server went away mid-transfer (its transfer port closed)."""
+    or the server went away mid-transfer (its transfer port closed).  ``errno`` is ``ECONNREFUSED``."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message, code)
+        self.errno, self.strerror = errno.ECONNREFUSED, message
 
 
 class TftpRemoteError(TftpError):
