@@ -347,7 +347,7 @@ cdef class _Core:
         cdef double t0, dt
         cdef uint32_t ev
         cdef uint64_t counter
-        cdef object entry
+        cdef object entry, ctx
         cdef _FdEntry e
         cdef int epfd = self.epfd
         cdef epoll_event *events = self.events
@@ -376,9 +376,19 @@ cdef class _Core:
                     if debug_loop is not None:
                         t0 = _monotonic()
                     if type(entry) is _TCPTransport:
-                        (<_TCPTransport>entry)._on_events(ev)
+                        ctx = (<_TCPTransport>entry)._context
+                        PyContext_Enter(ctx)
+                        try:
+                            (<_TCPTransport>entry)._on_events(ev)
+                        finally:
+                            PyContext_Exit(ctx)
                     else:
-                        (<_UDPTransport>entry)._on_events(ev)
+                        ctx = (<_UDPTransport>entry)._context
+                        PyContext_Enter(ctx)
+                        try:
+                            (<_UDPTransport>entry)._on_events(ev)
+                        finally:
+                            PyContext_Exit(ctx)
                     if debug_loop is not None:
                         dt = _monotonic() - t0
                         if dt >= debug_loop.slow_callback_duration:
@@ -584,7 +594,7 @@ cdef object _accept_batch(object loop, object protocol_factory, object sock, obj
         except BaseException:
             close(fd)
             raise
-        peer = _sockaddr_to_py(&addr) if addrlen else None
+        peer = _sockaddr_to_py(&addr, addrlen) if addrlen else None
         if peer is None and family != AF_INET and family != AF_INET6:
             try:
                 peer = conn.getpeername()   # e.g. an AF_UNIX server passed as sock=: '' or a path

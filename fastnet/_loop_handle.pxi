@@ -59,16 +59,20 @@ cdef class Handle:
         cdef object args = self._args
         cdef object context = self._context
         cdef object error = None
-        PyContext_Enter(context)
         try:
-            if args:
-                callback(*args)
-            else:
-                callback()
+            PyContext_Enter(context)   # fails for a context already entered: asyncio reports that
         except BaseException as exc:
             error = exc
-        finally:
-            PyContext_Exit(context)
+        else:
+            try:
+                if args:
+                    callback(*args)
+                else:
+                    callback()
+            except BaseException as exc:
+                error = exc
+            finally:
+                PyContext_Exit(context)
         if error is not None:
             # outside the callback's context: Python 3.13's call_exception_handler enters it itself
             if isinstance(error, (SystemExit, KeyboardInterrupt)):

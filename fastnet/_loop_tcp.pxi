@@ -12,6 +12,7 @@ cdef class _TCPTransport:
     cdef object _sock
     cdef readonly int _sock_fd
     cdef object _protocol
+    cdef readonly object _context  # every protocol callback runs in it (see poll())
     cdef object _data_received     # the protocol's bound methods, looked up once
     cdef object _get_buffer
     cdef object _buffer_updated
@@ -81,8 +82,12 @@ cdef class _TCPTransport:
         self._core.add_transport(self._sock_fd, self)
         self._registered = True
         self._started = False
-        loop.call_soon(self._protocol.connection_made, self)
-        loop.call_soon(self._start_reading)
+        # one context for the life of the connection, copied from its creator's (for an
+        # accepted one, the server's), as uvloop does: a ContextVar a callback sets is seen
+        # by the connection's later callbacks, never by another connection's
+        self._context = PyContext_CopyCurrent()
+        loop.call_soon(self._protocol.connection_made, self, context=self._context)
+        loop.call_soon(self._start_reading, context=self._context)
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
@@ -126,7 +131,7 @@ cdef class _TCPTransport:
         self._closing = True
         if not self._buffer_size:
             self._conn_lost += 1
-            self._loop.call_soon(self._call_connection_lost, None)
+            self._loop.call_soon(self._call_connection_lost, None, context=self._context)
 
     def abort(self):
         self._force_close(None)
@@ -159,7 +164,7 @@ cdef class _TCPTransport:
     cdef int _schedule_read(self) except -1:
         if self._read_pending and not self._resume_scheduled:
             self._resume_scheduled = True
-            self._loop.call_soon(self._pending_read)
+            self._loop.call_soon(self._pending_read, context=self._context)
         return 0
 
     def _pending_read(self):
@@ -178,7 +183,7 @@ cdef class _TCPTransport:
             if self._started and self._reading and not self._closing:
                 self._schedule_read()
         if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP) and self._buffer_size and self._loop is not None:
-            self._loop.call_soon(self._write_ready)
+            self._loop.call_soon(self._write_ready, context=self._context)
         return 0
 
     def _write_ready(self):
@@ -500,7 +505,7 @@ cdef class _TCPTransport:
             self._buffer_offset = 0
         self._closing = True
         self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
+        self._loop.call_soon(self._call_connection_lost, exc, context=self._context)
 
     def _call_connection_lost(self, exc):
         try:

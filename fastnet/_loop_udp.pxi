@@ -7,10 +7,14 @@
 # other address (a name, "<broadcast>", a wrong type) goes through Python's socket.sendto.
 
 
-cdef object _sockaddr_to_py(sockaddr_storage *addr):
+cdef object _sockaddr_to_py(sockaddr_storage *addr, socklen_t addrlen=sizeof(sockaddr_storage)):
+    """The Python form of a socket address, as the socket module gives it; None for a family
+    other than IPv4, IPv6 and Unix."""
     cdef char host[64]
     cdef sockaddr_in *sin
     cdef sockaddr_in6 *sin6
+    cdef const char *path
+    cdef Py_ssize_t n
     if addr.ss_family == AF_INET:
         sin = <sockaddr_in *>addr
         inet_ntop(AF_INET, &sin.sin_addr, host, sizeof(host))
@@ -19,6 +23,13 @@ cdef object _sockaddr_to_py(sockaddr_storage *addr):
         sin6 = <sockaddr_in6 *>addr
         inet_ntop(AF_INET6, &sin6.sin6_addr, host, sizeof(host))
         return (host.decode("ascii"), ntohs(sin6.sin6_port), ntohl(sin6.sin6_flowinfo), sin6.sin6_scope_id)
+    if addr.ss_family == AF_UNIX:
+        path = (<const char *>addr) + sizeof(sa_family_t)   # sun_path
+        n = <Py_ssize_t>addrlen - <Py_ssize_t>sizeof(sa_family_t)
+        if n > 0 and path[0] == 0:
+            return PyBytes_FromStringAndSize(path, n)   # Linux's abstract namespace: bytes
+        n = strnlen(path, n) if n > 0 else 0            # a path ('' for an unbound sender)
+        return os.fsdecode(PyBytes_FromStringAndSize(path, n))
     return None
 
 
@@ -33,6 +44,7 @@ cdef class _UDPTransport:
     cdef object _sock
     cdef readonly int _sock_fd
     cdef object _protocol
+    cdef readonly object _context  # every protocol callback runs in it (see poll())
     cdef dict _extra
     cdef object _address           # the connected peer (remote_addr), or None
     cdef bint _closing
@@ -90,8 +102,12 @@ cdef class _UDPTransport:
         loop._transports[self._sock_fd] = self
         self._core.add_transport(self._sock_fd, self)
         self._registered = True
-        loop.call_soon(self._protocol.connection_made, self)
-        loop.call_soon(self._start_reading)
+        # one context for the life of the connection, copied from its creator's (for an
+        # accepted one, the server's), as uvloop does: a ContextVar a callback sets is seen
+        # by the connection's later callbacks, never by another connection's
+        self._context = PyContext_CopyCurrent()
+        loop.call_soon(self._protocol.connection_made, self, context=self._context)
+        loop.call_soon(self._start_reading, context=self._context)
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
@@ -133,7 +149,7 @@ cdef class _UDPTransport:
     cdef int _schedule_read(self) except -1:
         if self._read_pending and not self._resume_scheduled:
             self._resume_scheduled = True
-            self._loop.call_soon(self._pending_read)
+            self._loop.call_soon(self._pending_read, context=self._context)
         return 0
 
     def _pending_read(self):
@@ -167,7 +183,7 @@ cdef class _UDPTransport:
             if self._started and self._reading and not self._closing:
                 self._schedule_read()
         if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP) and self._buffer_size and self._loop is not None:
-            self._loop.call_soon(self._write_ready)
+            self._loop.call_soon(self._write_ready, context=self._context)
         return 0
 
     def _write_ready(self):
@@ -212,7 +228,7 @@ cdef class _UDPTransport:
                 if addrlen == 0 or self._address is not None:
                     peer = self._extra["peername"] if self._address is not None else None
                 else:
-                    peer = _sockaddr_to_py(&addr)
+                    peer = _sockaddr_to_py(&addr, addrlen)
                 try:
                     self._protocol.datagram_received(PyBytes_FromStringAndSize(rbuf, n), peer)
                 except (SystemExit, KeyboardInterrupt):
@@ -435,7 +451,7 @@ cdef class _UDPTransport:
         self._closing = True
         if not self._buffer:
             self._conn_lost += 1
-            self._loop.call_soon(self._call_connection_lost, None)
+            self._loop.call_soon(self._call_connection_lost, None, context=self._context)
 
     def abort(self):
         self._force_close(None)
@@ -457,7 +473,7 @@ cdef class _UDPTransport:
         self._buffer_size = 0
         self._closing = True
         self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
+        self._loop.call_soon(self._call_connection_lost, exc, context=self._context)
 
     def _call_connection_lost(self, exc):
         try:

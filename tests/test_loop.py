@@ -560,6 +560,27 @@ def test_call_soon_runs_callbacks_in_their_context(loop):
     assert seen == ["current", "explicit", "current"]
 
 
+def test_a_callback_whose_context_is_already_entered_is_an_error_for_the_handler(loop, loop_kind):
+    # the loop runs inside ctx.run(), and a callback is scheduled in that very context: entering
+    # it again fails, and asyncio reports that to the exception handler and goes on (the
+    # compiled loop's run_forever() raised it)
+    if loop_kind == "uvloop":
+        pytest.skip("uvloop 0.23 raises from run_forever: 'cannot exit context'")
+    errors, ran = [], []
+    loop.set_exception_handler(lambda lp, context: errors.append(context["exception"]))
+    ctx = contextvars.copy_context()
+
+    def inside():
+        loop.call_soon(ran.append, "entered twice", context=ctx)
+        loop.call_soon(ran.append, "next")
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+
+    ctx.run(inside)
+    assert ran == ["next"]
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError) and "cannot enter context" in str(errors[0])
+
+
 def test_many_timers_fire_sorted_and_mix_with_debug_handles(loop, loop_kind):
     import random
 

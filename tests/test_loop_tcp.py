@@ -6,6 +6,7 @@ Each scenario runs on fastnet.Loop, stock asyncio (the oracle) and uvloop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import json
 import logging
@@ -893,3 +894,94 @@ def test_keyboard_interrupt_in_data_received_loses_no_other_event(loop, loop_kin
             c.close()
         server.close()
         run(loop, server.wait_closed())
+
+
+_who = contextvars.ContextVar("who", default=None)
+
+
+class _ContextRecorder(asyncio.Protocol):
+    """Records the ContextVar each callback sees; data_received then sets it to what arrived."""
+
+    def __init__(self, answers: bool = True) -> None:
+        self.answers = answers
+        self.seen: dict = {"data": []}
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.seen["made"] = _who.get()
+
+    def data_received(self, data):
+        self.seen["data"].append(_who.get())
+        _who.set(data.decode())  # a connection "logs in" as the name it received
+        if self.answers:
+            self.transport.write(b"k")
+
+    def eof_received(self):
+        self.seen["eof"] = _who.get()
+
+    def connection_lost(self, exc):
+        self.seen["lost"] = _who.get()
+        self.lost.set_result(None)
+
+
+def test_protocol_callbacks_run_in_their_connection_s_own_context(loop, loop_kind):
+    # Each connection's callbacks see the context it was created in (the server's, the caller
+    # of create_connection's), and a ContextVar one connection sets is its own: per-connection
+    # request ids and logging context.  The compiled loop ran data_received, eof_received and
+    # connection_lost in whatever context was current, so one connection saw another's value.
+    if loop_kind == "uvloop":
+        pytest.skip("uvloop 0.23 runs a server's accepted connections in one shared context")
+
+    async def talk(sock, text):
+        await loop.sock_sendall(sock, text)
+        assert await loop.sock_recv(sock, 10) == b"k"
+
+    async def main():
+        protocols = []
+
+        def factory():
+            protocols.append(_ContextRecorder())
+            return protocols[-1]
+
+        _who.set("server")
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        _who.set("main")
+        addr = server.sockets[0].getsockname()
+        a, b = socket.socket(), socket.socket()
+        for s in (a, b):
+            s.setblocking(False)
+            await loop.sock_connect(s, addr)
+        await talk(a, b"alice")
+        await talk(b, b"bob")
+        await talk(a, b"again")
+        a.shutdown(socket.SHUT_WR)
+        assert await loop.sock_recv(a, 10) == b""
+        a.close()
+        b.close()
+        await asyncio.gather(*(p.lost for p in protocols))
+
+        async def client():
+            _who.set("client")
+            tr, proto = await loop.create_connection(lambda: _ContextRecorder(answers=False), "127.0.0.1", addr[1])
+            return tr, proto
+
+        tr, mine = await asyncio.create_task(client())
+        tr.write(b"carol")
+        while not mine.seen["data"]:
+            await asyncio.sleep(0.01)
+        tr.close()
+        await mine.lost
+        server.close()
+        await server.wait_closed()
+        return [p.seen for p in protocols], mine.seen, _who.get()
+
+    accepted, mine, outside = run(loop, main())
+    assert accepted[0] == {"made": "server", "data": ["server", "alice"], "eof": "again", "lost": "again"}
+    assert accepted[1] == {"made": "server", "data": ["server"], "eof": "bob", "lost": "bob"}
+    assert accepted[2]["data"] == ["server"]
+    assert mine["made"] == "client" and mine["data"] == ["client"]
+    # closed by main(): asyncio runs connection_lost in a copy of the closer's context, fastnet
+    # (as uvloop) in the connection's own
+    assert mine["lost"] == ("k" if is_compiled_fastnet(loop_kind) else "main")
+    assert outside == "main"

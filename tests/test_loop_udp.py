@@ -6,6 +6,7 @@ Each scenario runs on fastnet.Loop, stock asyncio (the oracle) and uvloop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import json
 import os
@@ -385,3 +386,66 @@ def test_udp_empty_datagram_as_asyncio(loop, loop_kind):
                 tr.close()
 
     assert run(loop, main()) == ([b"", b"", b"end"] if sends_empty else [b"end"])
+
+
+_who = contextvars.ContextVar("who", default=None)
+
+
+def test_datagram_callbacks_run_in_their_endpoint_s_own_context(loop):
+    # datagram_received sees the context the endpoint was created in, and a ContextVar it sets
+    # is the endpoint's own: the next datagram sees it, another endpoint does not (the compiled
+    # loop ran them in whatever context was current)
+    class Recorder(Datagrams):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def datagram_received(self, data, addr):
+            self.seen.append(_who.get())
+            _who.set(data.decode())
+            super().datagram_received(data, addr)
+
+    async def endpoint(name):
+        _who.set(name)
+        return await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+
+    async def main():
+        (a_tr, a), (b_tr, b) = [await asyncio.create_task(endpoint(name)) for name in ("a", "b")]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for text, tr, proto in (("one", a_tr, a), ("two", b_tr, b), ("three", a_tr, a)):
+                s.sendto(text.encode(), tr.get_extra_info("sockname"))
+                await asyncio.wait_for(proto.received.get(), 5)
+        a_tr.close()
+        b_tr.close()
+        return a.seen, b.seen, _who.get()
+
+    assert run(loop, main()) == (["a", "one"], ["b"], None)
+
+
+@pytest.mark.parametrize("sender", ["path", "abstract", "unbound"])
+def test_a_unix_datagram_socket_passed_as_sock_reports_senders(loop, loop_kind, tmp_path, sender):
+    if loop_kind == "uvloop" and sender == "abstract":
+        pytest.skip("uvloop 0.23 cannot send to an abstract-namespace address")
+    # create_datagram_endpoint(sock=<AF_UNIX datagram socket>) is accepted; the sender's address
+    # is what the socket module gives: its path, or bytes for Linux's abstract namespace (the
+    # compiled loop passed None), and None when it is not bound: nothing to answer
+    async def main():
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(tmp_path / "server"))
+        tr, proto = await loop.create_datagram_endpoint(UdpEcho if sender != "unbound" else Datagrams, sock=sock)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            if sender == "path":
+                s.bind(str(tmp_path / "client"))
+            elif sender == "abstract":
+                s.bind(b"\0fastnet-test-%d" % os.getpid())
+            s.settimeout(5)
+            s.sendto(b"hello", str(tmp_path / "server"))
+            _, addr = await asyncio.wait_for(proto.received.get(), 5)
+            echoed = await loop.run_in_executor(None, s.recv, 100) if sender != "unbound" else None
+        tr.close()
+        return addr, echoed
+
+    addr, echoed = run(loop, main())
+    expected = {"path": str(tmp_path / "client"), "abstract": b"\0fastnet-test-%d" % os.getpid(), "unbound": None}
+    assert addr == expected[sender]
+    assert echoed == (None if sender == "unbound" else b"hello")

@@ -68,6 +68,7 @@ cdef extern from "<sys/socket.h>" nogil:
         SHUT_WR
         AF_INET
         AF_INET6
+        AF_UNIX
         SOCK_NONBLOCK
         SOCK_CLOEXEC
     int accept4(int sockfd, sockaddr *addr, socklen_t *addrlen, int flags)
@@ -135,3 +136,7 @@ cdef extern from "<arpa/inet.h>" nogil:
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
     unsigned short ntohs(unsigned short netshort)
     uint32_t ntohl(uint32_t netlong)
+
+
+cdef extern from "<string.h>" nogil:
+    size_t strnlen(const char *s, size_t maxlen)
