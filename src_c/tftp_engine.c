@@ -221,6 +221,34 @@ static int other_packet(tftp_session *s, const uint8_t *p, size_t n)
     }
 }
 
+/* The run is about to end as TFTP_ENGINE_REFUSED (peer_refused said the peer's port is closed):
+ * first read, without blocking, what is already queued on the socket.  A peer that leaves on
+ * purpose sends an ERROR and then closes its socket; a packet of ours that crossed its ERROR meets
+ * the closed port, and the ICMP error comes back (on loopback at once) and is reported by our next
+ * call on the socket -- before the ERROR, which still waits in the receive queue.  The peer's
+ * ERROR is then the outcome (TFTP_ENGINE_STOP), as it would have been had it been read first;
+ * anything else queued (the peer's or a stranger's) is dropped: the transfer is over.  `buf`
+ * holds `cap` bytes (nothing in it is needed any more). */
+static int refused_outcome(tftp_session *s, uint8_t *buf, size_t cap)
+{
+    for (int i = 0; i < 256; i++) {
+        struct sockaddr_storage from;
+        socklen_t fromlen = sizeof from;
+        ssize_t n = recvfrom(s->sock, buf, cap, MSG_DONTWAIT, (struct sockaddr *)&from, &fromlen);
+        if (n < 0) {
+            if (errno == EINTR || late_icmp(s, errno))
+                continue; /* another ICMP error, reported (and cleared) by this call: read on */
+            break;        /* EAGAIN: nothing more is queued */
+        }
+        if (n >= 4 && buf[0] == 0 && buf[1] == TFTP_ERROR && same_addr(&from, fromlen, &s->peer)) {
+            tftp_packet pk;
+            if (tftp_parse(buf, (size_t)n, &pk) == 0)
+                return stop(s, buf, (size_t)n);
+        }
+    }
+    return s->outcome = TFTP_ENGINE_REFUSED;
+}
+
 static void progress(tftp_session *s, double t)
 {
     s->tries = 0;
@@ -781,7 +809,7 @@ static int run_sender(tftp_session *s)
         if (s->cancel)
             return s->outcome = TFTP_ENGINE_CANCELLED;
         if (s->icmp && peer_refused(s))
-            return s->outcome = TFTP_ENGINE_REFUSED;
+            return refused_outcome(s, sc->rbuf, SENDER_RBUF);
         double t = now_s();
         if (s->report_interval > 0 && t >= s->next_report) {
             s->next_report = t + s->report_interval;
@@ -1021,7 +1049,7 @@ static int run_receiver(tftp_session *s)
         if (s->icmp && peer_refused(s)) { /* what was counted goes to the file, as on a timeout */
             if (flush_stage(s) < 0)
                 return s->outcome = TFTP_ENGINE_IO_ERROR;
-            return s->outcome = TFTP_ENGINE_REFUSED;
+            return refused_outcome(s, s->buf, s->slot); /* the slots are written out: free */
         }
         double t = now_s();
         if (s->report_interval > 0 && t >= s->next_report) {

@@ -23,7 +23,10 @@
  * With IP_RECVERR (IPV6_RECVERR) on the socket, the kernel reports ICMP errors to it: a port
  * unreachable for the peer's address ends the run with TFTP_ENGINE_REFUSED (the peer is gone:
  * no need to wait out the retries); errors for other addresses (strangers that got ERROR 5) are
- * read and ignored.  Without it, a peer that is gone is a timeout.
+ * read and ignored.  Without it, a peer that is gone is a timeout.  Before it ends so, the run
+ * reads what is already queued on the socket: a peer that sent an ERROR and then closed its port
+ * (a cancelled client) ends the run with TFTP_ENGINE_STOP and that ERROR, as if the ICMP error for
+ * our packet that crossed it had not overtaken it.
  */
 #ifndef FASTNET_TFTP_ENGINE_H
 #define FASTNET_TFTP_ENGINE_H
@@ -49,7 +52,7 @@ enum tftp_engine_outcome {
     TFTP_ENGINE_CANCELLED = 4,   /* `cancel` was set */
     TFTP_ENGINE_SOCK_ERROR = 5,  /* receiving failed for another reason than a timeout: error_errno */
     TFTP_ENGINE_PROGRESS = 6,    /* report_interval elapsed: call again to go on */
-    TFTP_ENGINE_REFUSED = 7,     /* the peer's port is closed: an ICMP port unreachable named it */
+    TFTP_ENGINE_REFUSED = 7,     /* the peer's port is closed: an ICMP port unreachable named it (and no ERROR of its waited) */
 };
 
 enum {

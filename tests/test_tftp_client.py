@@ -609,6 +609,39 @@ def test_a_server_that_goes_away_mid_transfer_fails_it_at_once(tmp_path, pool, d
     assert sorted(os.listdir(tmp_path)) == ["src.bin"]  # no partial download
 
 
+@pytest.mark.parametrize("target", ["path", "object", "netascii"])  # the engine; the per-packet path twice
+@pytest.mark.parametrize("direction", ["download", "upload"])
+def test_a_server_that_says_goodbye_then_closes_ends_the_transfer_on_its_error(tmp_path, pool, direction, target):
+    # a server shutting down sends ERROR and closes its transfer port; the client's packet that
+    # crossed the ERROR draws a port unreachable, reported before the ERROR queued behind it was
+    # read: the transfer must end on the server's ERROR, not as "the server went away"
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"u" * 5000)
+    mode = "netascii" if target == "netascii" else "octet"
+    with FakeServer() as server:
+        if direction == "download":
+            local = io.BytesIO() if target == "object" else str(tmp_path / "f")
+            future = pool.submit(client.download, "127.0.0.1", "f", local, port=server.port, tsize=False, mode=mode)
+            server.request()
+            server.send(codec.encode_data(1, b"d" * 512))
+            assert server.recv() == codec.Ack(1)
+            crossing = codec.encode_data(2, b"d" * 512)  # answered with an ACK into the closed port
+        else:
+            local = io.BytesIO(src.read_bytes()) if target == "object" else str(src)
+            future = pool.submit(client.upload, "127.0.0.1", local, "f", port=server.port, tsize=False, mode=mode)
+            server.request()
+            server.send(codec.encode_ack(0))
+            assert server.recv().block == 1
+            crossing = codec.encode_ack(1)  # answered with DATA 2 into the closed port
+        server.send(crossing)
+        server.send(codec.encode_error(0, "server shutting down"))
+        server.tid.sock.close()
+        with pytest.raises(TftpRemoteError) as info:
+            future.result(10)
+    assert info.value.code == 0 and info.value.message == "server shutting down"
+    assert sorted(os.listdir(tmp_path)) == ["src.bin"]  # no partial download
+
+
 def test_server_ignoring_options_means_512_byte_lockstep(tmp_path, pool):
     out = tmp_path / "f"
     with FakeServer() as server:

@@ -153,6 +153,32 @@ def test_a_peer_that_goes_away_ends_the_run_as_refused(pair, tmp_path, role):
         assert session.bytes == 512 and (tmp_path / "f.bin").read_bytes() == b"r" * 512
 
 
+@pytest.mark.parametrize("role", [engine.SENDER, engine.RECEIVER])
+def test_a_peer_that_says_goodbye_then_goes_away_ends_the_run_on_its_error(pair, tmp_path, role):
+    # A cancelled client sends ERROR 0 and closes its port.  The engine's next packet, which
+    # crossed that ERROR, draws a port unreachable that the kernel reports before the ERROR queued
+    # ahead of it: the run must still end on the peer's ERROR (STOP), not as REFUSED.  Here the
+    # ERROR is queued and the port closed before the run starts, so its first packet meets the
+    # closed port every time.
+    a, b = pair  # a: the engine, b: its peer
+    _recverr.enable(a)
+    goodbye = codec.encode_error(0, "transfer cancelled by the client")
+    b.sendto(goodbye, a.getsockname())
+    peer = b.getsockname()
+    b.close()
+    with open(tmp_path / "f.bin", "w+b") as f:
+        if role == engine.SENDER:
+            f.write(b"s" * 512 * 4)
+            f.flush()
+        first = None if role == engine.SENDER else codec.encode_ack(0)
+        session = engine.Session(role, a, f.fileno(), peer, blksize=512, windowsize=2, timeout=0.3, retries=5,
+                                 first=first, ack_last=True)
+        assert _run_in_thread(session).result(30) == engine.STOP
+        session.close()
+    assert session.stop_packet == goodbye
+    assert session.blocks == 0 and session.bytes == 0
+
+
 def test_a_strangers_closed_port_does_not_end_the_run(pair, tmp_path):
     # the stranger's ERROR 5 draws a port unreachable for the stranger's address, not the peer's
     a, b = pair

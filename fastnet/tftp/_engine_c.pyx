@@ -75,7 +75,8 @@ cdef class Session:
     ACK 0).  *first_sent*: the caller already sent it.  *file_start*: the sender's file offset
     of block 1; *start_block*: the first block to send / expect.  *strict*: an RRQ/WRQ from the peer ends the run (STOP) instead of being ignored.
     With ``IP_RECVERR`` on *sock*, a port unreachable for *peer* ends the run with REFUSED
-    (``fastnet._recverr`` explains the kernel's side).  *ack_last*: a receiver sends the final ACK itself.  *oack_reack*: a receiver answers a
+    (``fastnet._recverr`` explains the kernel's side), unless an ERROR from *peer* is already
+    queued on the socket (it sent one, then closed its port): then STOP with that ERROR.  *ack_last*: a receiver sends the final ACK itself.  *oack_reack*: a receiver answers a
     repeated OACK before block 1 with *first*.  *report_interval* > 0: :meth:`run` returns
     PROGRESS that often.  *zero_copy* (a windowed sender of blocks of 32768 bytes or more from a regular
     file): the blocks go from the page cache to the socket by ``splice()``; False reads them with

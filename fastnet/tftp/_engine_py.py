@@ -165,6 +165,41 @@ class Session:
         self._icmp = False
         return _recverr.refused(self._sock, self._peer)
 
+    def _refused(self) -> int:
+        """The run is about to end as REFUSED (the peer's port is closed): first read, without
+        blocking, what is already queued on the socket.  A peer that leaves on purpose sends an
+        ERROR and then closes its socket; a packet of ours that crossed its ERROR meets the closed
+        port, and the ICMP error comes back (on loopback at once) and is reported by our next call
+        -- before the ERROR, which still waits in the receive queue.  The peer's ERROR is then the
+        outcome (STOP), as had it been read first; anything else queued is dropped."""
+        from . import codec
+
+        sock = self._sock
+        timeout = sock.gettimeout()
+        if timeout != 0.0:
+            sock.settimeout(0.0)  # with a Python-level timeout, recvfrom would wait for data first
+        try:
+            for _ in range(256):
+                try:
+                    data, addr = sock.recvfrom(65536)
+                except InterruptedError:
+                    continue
+                except OSError as exc:
+                    if exc.errno in _recverr.LATE_ERRNOS:
+                        continue  # another ICMP error, reported (and cleared) by this call: read on
+                    break  # BlockingIOError: nothing more is queued
+                if len(data) >= 4 and data[0] == 0 and data[1] == 5 and _same(addr, self._peer):
+                    try:
+                        codec.decode(data)
+                    except codec.DecodeError:
+                        continue
+                    return self._stop(data)
+        finally:
+            if timeout != 0.0:
+                sock.settimeout(timeout)
+        self.outcome = REFUSED
+        return REFUSED
+
     def _send(self, packet: bytes, addr: tuple | None = None) -> None:
         to = self._peer if addr is None else addr
         try:
@@ -316,8 +351,7 @@ class Session:
                 if due is not None:
                     return due
                 if self._icmp and self._peer_refused():
-                    self.outcome = REFUSED
-                    return REFUSED
+                    return self._refused()
                 if t >= self._deadline:
                     if not self._backoff():
                         self.outcome = TIMEOUT
@@ -417,8 +451,7 @@ class Session:
             if self._icmp and self._peer_refused():
                 if not self._flush():
                     return IO_ERROR
-                self.outcome = REFUSED
-                return REFUSED
+                return self._refused()
             if t >= self._deadline:
                 if not self._backoff():
                     if not self._flush():

@@ -19,9 +19,11 @@ import stat
 import tempfile
 from typing import Any, BinaryIO
 
+from .. import _recverr
 from . import codec
 
 __all__ = [
+    "queued_error",
     "TransferStats",
     "BlockSource",
     "BlockSink",
@@ -285,3 +287,42 @@ class BlockSink:
             if tail:
                 self._write(tail)
                 self.bytes_written += len(tail)
+
+
+def queued_error(sock: socket.socket, peer: tuple) -> Any:
+    """The ERROR *peer* left queued on *sock*, if any, read without blocking (else None).
+
+    A transfer is about to end as "peer gone" (a port unreachable named its peer).  A peer that
+    leaves on purpose (Ctrl-C, a server shutting down) sends an ERROR and then closes its socket;
+    a packet of ours that crossed that ERROR meets the closed port, and the ICMP error comes back
+    (on loopback at once) and is reported by our next call on the socket -- before the ERROR,
+    which still waits in the receive queue.  The transfer ends on that ERROR then, as had it been
+    read first.  Whatever else is queued is dropped: the transfer is over.  (The transfer engine
+    does the same.)  Used by the server's sessions and by the client.
+    """
+    try:
+        timeout = sock.gettimeout()
+    except OSError:  # closed
+        return None
+    if timeout != 0.0:
+        sock.settimeout(0.0)  # with a Python-level timeout, recvfrom would wait for data first
+    try:
+        for _ in range(256):
+            try:
+                data, addr = sock.recvfrom(65536)
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if exc.errno in _recverr.LATE_ERRNOS:
+                    continue  # another ICMP error, reported (and cleared) by this call: read on
+                return None  # BlockingIOError: nothing more is queued
+            if len(data) >= 4 and data[0] == 0 and data[1] == 5 and addr[1] == peer[1] and addr[0] == peer[0]:
+                try:
+                    packet = codec.decode(data)
+                except codec.DecodeError:
+                    continue
+                return packet
+    finally:
+        if timeout != 0.0:
+            sock.settimeout(timeout)
+    return None

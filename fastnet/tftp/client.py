@@ -51,6 +51,7 @@ from ._transfer import (
     fit_window,
     free_space,
     parse_uint,
+    queued_error,
     temp_beside,
 )
 from .errors import TftpError, TftpProtocolError, TftpRefused, TftpRemoteError, TftpTimeout
@@ -145,6 +146,9 @@ class _Channel:
             if _recverr.refused_by(errors, self.server):
                 raise TftpRefused(f"no TFTP server at {format_address(self.server)}: connection refused")
         elif _recverr.refused_by(errors, peer):
+            error = queued_error(self.sock, peer)
+            if error is not None:  # it said goodbye, then closed its port: see queued_error
+                raise _remote_error(error)
             raise TftpRefused(_gone(peer))
         return bool(errors)
 

@@ -63,6 +63,7 @@ from ._transfer import (
     fit_window,
     free_space,
     parse_uint,
+    queued_error,
     temp_beside,
 )
 
@@ -297,7 +298,11 @@ class _SessionCommon:
         # read even when the session is over: a queued error keeps a level-triggered poller busy
         if _recverr.refused(self._sock, self._peer):
             if not self.done:
-                self.finish(_GONE)  # no ERROR: nothing listens there any more
+                error = queued_error(self._sock, self._peer)
+                if error is not None:  # it said goodbye, then closed its port: see queued_error
+                    self.finish(f"peer error {int(error.code)}: {error.message}")
+                else:
+                    self.finish(_GONE)  # no ERROR: nothing listens there any more
             elif self.dallying:
                 self.close_transport()
 

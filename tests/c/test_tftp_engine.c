@@ -22,7 +22,9 @@
  * a second stranger closes its port at once, so that its ERROR 5 draws a port unreachable: the
  * transfer must go on as well.  One round moves more than 65535 blocks (block numbers roll over).
  * Two more rounds, one per role, close the peer's port in mid-transfer: the engine must end
- * REFUSED, long before its retries would have run out.
+ * REFUSED, long before its retries would have run out.  Two last ones have the peer send an ERROR
+ * before its port closes: the engine must end on that ERROR (STOP), although the port unreachable
+ * its next packet draws is reported first.
  * Every loop is bounded: a round that has not ended after its budget is cancelled, and a round
  * that needs the cancel in honest mode is a failure.
  */
@@ -662,6 +664,71 @@ static void peer_gone_round(int sender)
     free(e);
 }
 
+/* The peer says goodbye: an ERROR, then its port closes (a client stopped by Ctrl-C).  The
+ * engine's next packet, which crossed the ERROR, draws a port unreachable that the kernel reports
+ * before the ERROR queued ahead of it: the run must still end on the peer's ERROR (STOP), not as
+ * REFUSED.  Made deterministic by queueing the ERROR and closing the port before the run starts:
+ * the first packet the engine sends (DATA 1, or ACK 0) meets the closed port. */
+static void peer_goodbye_round(int sender)
+{
+    engine_t *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        die("calloc");
+    struct sockaddr_in peer_addr, engine_addr;
+    int peer = udp_socket(&peer_addr);
+    int esock = udp_socket(&engine_addr);
+    set_recverr(esock);
+    int fd = temp_fd();
+    static uint8_t block[512 * 8];
+    memset(block, 'b', sizeof block);
+    if (sender && write(fd, block, sizeof block) != (ssize_t)sizeof block)
+        die("write");
+    static const char msg[] = "transfer cancelled by the client";
+    uint8_t error[5 + sizeof msg];
+    tftp_str m = {(const uint8_t *)msg, sizeof msg - 1};
+    size_t error_len = tftp_build_error(error, 0, m);
+    send_raw(peer, &engine_addr, error, error_len);
+    close(peer);
+
+    tftp_session *s = &e->s;
+    s->role = sender ? TFTP_ENGINE_SENDER : TFTP_ENGINE_RECEIVER;
+    s->flags = sender ? 0 : TFTP_ENGINE_FLAG_ACK_LAST;
+    s->sock = esock;
+    s->fd = fd;
+    memcpy(&s->peer, &peer_addr, sizeof peer_addr);
+    s->peer_len = sizeof peer_addr;
+    s->blksize = 512;
+    s->window = sender ? 4 : 1;
+    s->timeout = 0.05;
+    s->max_backoff = 4;
+    s->retries = 40; /* a timeout: about 8 s */
+    if (!sender) {
+        tftp_build_ack(s->first, 0);
+        s->first_len = 4;
+    }
+    if (tftp_session_init(s) < 0)
+        die("tftp_session_init");
+    double t0 = now_s();
+    pthread_t th;
+    if (pthread_create(&th, NULL, engine_main, e) != 0)
+        die("pthread_create");
+    for (int i = 0; i < 500 && !atomic_load(&e->finished); i++)
+        usleep(10000); /* at most 5 s */
+    s->cancel = 1;
+    pthread_join(th, NULL);
+    double took = now_s() - t0;
+    CHECK(s->outcome == TFTP_ENGINE_STOP, "peer said goodbye, engine %s: outcome %s", sender ? "sends" : "receives",
+          outcome_name(s->outcome));
+    CHECK(s->outcome != TFTP_ENGINE_STOP || (s->stop_len == error_len && memcmp(s->stop_packet, error, error_len) == 0),
+          "the stop packet is not the peer's ERROR (%zu bytes)", s->stop_len);
+    CHECK(took < 2.0, "the engine took %.2f s to notice", took);
+    CHECK(s->blocks == 0, "blocks %llu", (unsigned long long)s->blocks);
+    tftp_session_free(s);
+    close(fd);
+    close(esock);
+    free(e);
+}
+
 int main(int argc, char **argv)
 {
     int rounds = argc > 1 ? atoi(argv[1]) : 200;
@@ -678,11 +745,15 @@ int main(int argc, char **argv)
     peer_gone_round(1);
     round_no = rounds + 3;
     peer_gone_round(0);
+    round_no = rounds + 4;
+    peer_goodbye_round(1);
+    round_no = rounds + 5;
+    peer_goodbye_round(0);
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
     }
     printf("ok: tftp engine, %d rounds against a lossy or a hostile peer, a rollover each way, and a peer "
-           "that goes away\n", rounds);
+           "that goes away, silently or after an ERROR\n", rounds);
     return 0;
 }
