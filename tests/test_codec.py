@@ -7,11 +7,13 @@ through the selector module; the hypothesis tests at the end also compare ``_cod
 
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import shutil
 import struct
 import subprocess
+from collections.abc import Mapping
 
 import pytest
 from conftest import build_sanitized, sanitized_env
@@ -764,3 +766,185 @@ def test_packet_constructors_check_fields_like_the_encoders(make, exc, message):
     assert str(info.value) == message
     assert codec.Data(65535, b"ok") == codec.decode(b"\0\3\xff\xffok")
     assert codec.Ack(0) == codec.decode(b"\0\4\0\0")
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks: types first, then values; packet constructors; the size of ERROR and OACK
+
+
+class _Str(str):
+    pass
+
+
+class _Mapping(Mapping):
+    def __init__(self, items: dict) -> None:
+        self._items = items
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# calls with several faults: the type fault wins, wherever it is (docs/codec.md)
+SEVERAL_FAULTS = [
+    (lambda c: c.encode_rrq("a\0b", None), TypeError, "mode must be str, not NoneType"),
+    (lambda c: c.encode_wrq("\ud800", "octet", {"a": 1.5}), TypeError, "option value must be str or int, not float"),
+    (lambda c: c.encode_rrq("f" * 600, "octet", {"a": 1, "A": 2, 5: 3}), TypeError, "option name must be str, not int"),
+    (lambda c: c.encode_rrq("f", "octet", [("blksize", "512")]), TypeError, "options must be a mapping, not list"),
+    (lambda c: c.encode_oack({"a\0": 1, "b": 1.5}), TypeError, "option value must be str or int, not float"),
+    (lambda c: c.encode_oack({"x": 1, "X": 2, 5: 3}), TypeError, "option name must be str, not int"),
+    (lambda c: c.encode_oack({**{f"o{i}": i for i in range(70)}, "z": True}), TypeError,
+     "option value must be str or int, not bool"),
+    (lambda c: c.encode_error(70000, b"x"), TypeError, "error message must be str, not bytes"),
+    (lambda c: c.encode_data(70000, "text"), TypeError, "a bytes-like object is required, not 'str'"),
+    (lambda c: c.Data(70000, 5), TypeError, "payload must be bytes, not int"),
+    (lambda c: c.Error(70000, 5), TypeError, "error message must be str, not int"),
+    # then the values: numbers, the strings' encoding in wire order, the wire rules, the size
+    (lambda c: c.encode_error(70000, "a\0"), ValueError, "error code 70000 is outside 0..65535"),
+    (lambda c: c.encode_error(1, "a\0" + "x" * 70000), ValueError, "error message contains a NUL byte"),
+    (lambda c: c.encode_rrq("a\0", "\ud800"), ValueError, "mode is not encodable as UTF-8"),
+    (lambda c: c.encode_rrq("a\0" * 300, "octet", {"x": 1, "X": 2}), ValueError, "filename contains a NUL byte"),
+    (lambda c: c.encode_oack({"": "x" * 70000}), ValueError, "empty option name"),
+    (lambda c: c.encode_data(70000, bytes(70000)), ValueError, "block number 70000 is outside 0..65535"),
+    (lambda c: c.encode_data(70000, bytearray(70000)), ValueError, "block number 70000 is outside 0..65535"),
+]
+
+
+@pytest.mark.parametrize("call, exc, message", SEVERAL_FAULTS)
+def test_types_are_checked_before_values(call, exc, message):
+    with pytest.raises(exc) as info:
+        call(codec)
+    assert type(info.value) is exc and str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: codec.encode_error(1, "m" * 65531), "ERROR packet of 65536 bytes exceeds 65535"),
+        (lambda: codec.encode_error(1, "x" * 70000), "ERROR packet of 70005 bytes exceeds 65535"),
+        (lambda: codec.encode_oack({"a": "v" * 65531}), "OACK packet of 65536 bytes exceeds 65535"),
+        (lambda: codec.encode_oack({"a": "x" * 70000}), "OACK packet of 70005 bytes exceeds 65535"),
+    ],
+)
+def test_error_and_oack_over_65535_bytes_raise_value_error(call, message):
+    # UDP cannot carry them and decode refuses them: never built, as requests over 512 bytes
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_largest_error_and_oack_are_built_and_decode():
+    error = codec.encode_error(1, "m" * 65530)
+    oack = codec.encode_oack({"a": "v" * 65530})
+    assert len(error) == len(oack) == 65535
+    assert codec.decode(error) == codec.Error(1, "m" * 65530)
+    assert codec.decode(oack) == codec.OptionAck({"a": "v" * 65530})
+
+
+def test_packets_refuse_attribute_deletion_like_assignment():
+    for packet in (codec.Data(1, b"x"), codec.Ack(1), codec.Error(1, "m"), codec.ReadRequest("f"), codec.OptionAck({})):
+        with pytest.raises(AttributeError):
+            delattr(packet, packet._fields[0])
+        assert getattr(packet, packet._fields[0]) is not None
+
+
+def test_packet_constructors_take_str_subclasses_and_any_mapping_as_plain_str_and_dict():
+    request = codec.WriteRequest(_Str("f"), _Str("octet"), collections.OrderedDict(blksize="512"))
+    assert request == codec.decode(codec.encode_wrq("f", options={"blksize": 512}))
+    assert type(request.filename) is str and type(request.mode) is str and type(request.options) is dict
+    oack = codec.OptionAck(_Mapping({"tsize": "9"}))
+    assert oack == codec.OptionAck({"tsize": "9"}) and type(oack.options) is dict
+    error = codec.Error(1, _Str("m"))
+    assert type(error.message) is str
+    assert codec.ReadRequest("f", "octet", None).options == {}
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda c: c.ReadRequest(b"x"), "filename must be str, not bytes"),
+        (lambda c: c.WriteRequest("x", None), "mode must be str, not NoneType"),
+        (lambda c: c.ReadRequest("x", "octet", [("a", "1")]), "options must be a mapping, not list"),
+        (lambda c: c.OptionAck([]), "options must be a mapping, not list"),
+        (lambda c: c.OptionAck(None), "options must be a mapping, not NoneType"),
+        (lambda c: c.Error(1, 5), "error message must be str, not int"),
+        (lambda c: c.Error("1", "m"), "'str' object cannot be interpreted as an integer"),
+    ],
+)
+def test_packet_constructors_refuse_fields_of_the_wrong_type(make, message):
+    with pytest.raises(TypeError) as info:
+        make(codec)
+    assert str(info.value) == message
+
+
+def test_error_constructor_checks_the_code_like_the_encoder():
+    with pytest.raises(ValueError, match="error code 70000 is outside 0..65535"):
+        codec.Error(70000, "m")
+    assert codec.Error(3, "m").code is codec.ErrorCode.DISK_FULL  # as decode gives it
+    assert codec.Error(3, "m") == codec.decode(codec.encode_error(3, "m"))
+    assert repr(codec.Error(99, "m")) == "Error(code=99, message='m')"
+
+
+def _checked(module, call):
+    """What *call* does with *module*: its result (packets by repr and field types), or its error."""
+    try:
+        result = call(module)
+    except Exception as exc:  # noqa: BLE001 - the point is to compare whatever it is
+        return ("raises", type(exc), str(exc))
+    if hasattr(result, "_fields"):
+        return ("packet", repr(result), tuple(type(getattr(result, name)) for name in result._fields))
+    return ("returns", result)
+
+
+DIFFERENTIAL = [call for call, _, _ in SEVERAL_FAULTS] + [
+    lambda c: c.encode_rrq("\ud800", None),
+    lambda c: c.encode_rrq("f", "octet", []),
+    lambda c: c.encode_rrq("f", "octet", collections.OrderedDict(a=1)),
+    lambda c: c.encode_rrq(_Str("f"), _Str("octet"), _Mapping({_Str("x"): _Str("y"), "n": 10**30})),
+    lambda c: c.encode_rrq("f", "octet", {f"o{i}": i for i in range(70)}),
+    lambda c: c.encode_oack({**{f"o{i}": i for i in range(65)}, "\ud800": 1}),
+    lambda c: c.encode_oack(None),
+    lambda c: c.encode_oack({"a": "v" * 65530}),
+    lambda c: c.encode_oack({"a": "v" * 65531}),
+    lambda c: c.encode_error(1, "m" * 65530),
+    lambda c: c.encode_error(1, "m" * 65531),
+    lambda c: c.encode_error(1.0, b"x"),
+    lambda c: c.encode_data(1.5, "text"),
+    lambda c: c.encode_data(3, memoryview(b"abcdef")[::2]),
+    lambda c: c.Data("x", 5),
+    lambda c: c.Ack("1"),
+    lambda c: c.ReadRequest(b"x"),
+    lambda c: c.ReadRequest(_Str("x"), "octet", collections.OrderedDict(a="1")),
+    lambda c: c.WriteRequest("x", "octet", _Mapping({"a": "b"})),
+    lambda c: c.OptionAck([]),
+    lambda c: c.OptionAck(collections.OrderedDict(a="1")),
+    lambda c: c.Error(1, 5),
+    lambda c: c.Error(1, _Str("m")),
+    lambda c: c.Error(70000, "m"),
+    lambda c: c.Error(3, "m"),
+    lambda c: c.Error(99, "m"),
+]
+
+
+@pytest.mark.parametrize("call", DIFFERENTIAL)
+def test_compiled_and_twin_check_arguments_alike(call):
+    # both implementations in this one process: the same result, or the same exception and text
+    c = _c_module()
+    if c is None:
+        pytest.skip("compiled codec unavailable")
+    assert _checked(c, call) == _checked(_codec_py, call)
+
+
+def test_compiled_and_twin_refuse_changes_to_packets_alike():
+    c = _c_module()
+    if c is None:
+        pytest.skip("compiled codec unavailable")
+    for module in (c, _codec_py):
+        for change in (lambda p: delattr(p, "block"), lambda p: setattr(p, "block", 2)):
+            with pytest.raises(AttributeError):
+                change(module.Ack(1))

@@ -10,15 +10,17 @@ raised by either implementation is caught by either.
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_SetItem
-from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from cpython.bool cimport PyBool_Check
+from cpython.dict cimport PyDict_CheckExact, PyDict_Items, PyDict_SetItem
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_AsLongLongAndOverflow, PyLong_Check, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyNumber_Index
-from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact, PyUnicode_DecodeUTF8
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.stdio cimport snprintf
 from libc.string cimport memchr
 
+from collections.abc import Mapping
 from typing import Union
 
 from fastnet.tftp._codec_py import (
@@ -77,6 +79,7 @@ cdef extern from "tftp_codec.h" nogil:
         TFTP_MAX_BLKSIZE
         TFTP_MAX_REQUEST
         TFTP_MAX_OPTIONS
+        TFTP_MAX_DATAGRAM
         TFTP_ERRMSG_SIZE
 
     ctypedef struct tftp_span:
@@ -135,6 +138,24 @@ cdef object _fields_eq(object self, object other):
     return True
 
 
+cdef str _str_field(object value, str what):
+    # A plain str as it is, a subclass copied into one; TypeError for anything else.
+    if PyUnicode_CheckExact(value):
+        return <str>value
+    if PyUnicode_Check(value):
+        return str.__str__(value)
+    raise TypeError(f"{what} must be str, not {type(value).__name__}")
+
+
+cdef dict _dict_field(object value):
+    # A plain dict as it is, any other mapping copied into one; TypeError for a non-mapping.
+    if PyDict_CheckExact(value):
+        return <dict>value
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"options must be a mapping, not {type(value).__name__}")
+
+
 cdef str _repr_payload(bytes payload):
     if len(payload) <= 32:
         return repr(payload)
@@ -155,9 +176,9 @@ cdef class ReadRequest:
     __hash__ = None
 
     def __init__(self, filename, mode="octet", options=None):
-        self.filename = filename
-        self.mode = mode
-        self.options = {} if options is None else options
+        self.filename = _str_field(filename, "filename")
+        self.mode = _str_field(mode, "mode")
+        self.options = {} if options is None else _dict_field(options)
 
     def __eq__(self, other):
         return _fields_eq(self, other)
@@ -183,9 +204,9 @@ cdef class WriteRequest:
     __hash__ = None
 
     def __init__(self, filename, mode="octet", options=None):
-        self.filename = filename
-        self.mode = mode
-        self.options = {} if options is None else options
+        self.filename = _str_field(filename, "filename")
+        self.mode = _str_field(mode, "mode")
+        self.options = {} if options is None else _dict_field(options)
 
     def __eq__(self, other):
         return _fields_eq(self, other)
@@ -209,9 +230,11 @@ cdef class Data:
     opcode = Opcode.DATA
 
     def __init__(self, block, payload):
-        self.block = _uint16(block, "block number")
+        if not PyLong_CheckExact(block):
+            block = PyNumber_Index(block)  # types first (TypeError), then values (ValueError)
         if not PyBytes_CheckExact(payload):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        self.block = _uint16(block, "block number")
         self.payload = payload
 
     def __eq__(self, other):
@@ -269,7 +292,12 @@ cdef class Error:
     opcode = Opcode.ERROR
 
     def __init__(self, code, message=""):
-        self.code = code
+        cdef int c
+        if not PyLong_CheckExact(code):
+            code = PyNumber_Index(code)  # types first (TypeError), then values (ValueError)
+        message = _str_field(message, "error message")
+        c = _uint16(code, "error code")
+        self.code = _ERROR_CODES[c] if c < len(_ERROR_CODES) else code
         self.message = message
 
     def __eq__(self, other):
@@ -298,7 +326,7 @@ cdef class OptionAck:
     __hash__ = None
 
     def __init__(self, options):
-        self.options = options
+        self.options = _dict_field(options)
 
     def __eq__(self, other):
         return _fields_eq(self, other)
@@ -464,30 +492,64 @@ cdef enum:
     _MAX_STRINGS = 2 + 2 * (TFTP_MAX_OPTIONS + 1)
 
 
+cdef list _option_items(object options):
+    """The (name, value) pairs of *options* (None: none), every one of the right type."""
+    cdef list items
+    if options is None:
+        return []
+    if PyDict_CheckExact(options):
+        items = PyDict_Items(options)
+    elif isinstance(options, Mapping):
+        items = list(options.items())
+    else:
+        raise TypeError(f"options must be a mapping, not {type(options).__name__}")
+    for name, value in items:
+        if not PyUnicode_Check(name):
+            raise TypeError(f"option name must be str, not {type(name).__name__}")
+        if not PyUnicode_Check(value) and (not PyLong_Check(value) or PyBool_Check(value)):
+            raise TypeError(f"option value must be str or int, not {type(value).__name__}")
+    return items
+
+
+# Argument checks run in a fixed order, the same as the twin's (see docs/codec.md): first the type
+# of every argument, in argument order (an options mapping, then each name and value in iteration
+# order): TypeError; then the values: numbers' ranges, the strings' encoding in wire order, the
+# wire-format rules (tftp_check_strings), the packet's size: ValueError.
 cdef bytes _encode_strings(int opcode, object filename, object mode, object options):
     cdef tftp_str strings[_MAX_STRINGS]
     cdef char digits[_MAX_STRINGS][24]
     cdef size_t n = 0
+    cdef size_t n_options = 0
     cdef char err[TFTP_ERRMSG_SIZE]
     cdef list keep = []
+    cdef list items
     cdef size_t size
     cdef bytes out
+    if opcode != TFTP_OACK:
+        if not PyUnicode_Check(filename):
+            raise TypeError(f"filename must be str, not {type(filename).__name__}")
+        if not PyUnicode_Check(mode):
+            raise TypeError(f"mode must be str, not {type(mode).__name__}")
+    items = _option_items(options)
     if opcode != TFTP_OACK:
         keep.append(_utf8(filename, "filename", &strings[0]))
         keep.append(_utf8(mode, "mode", &strings[1]))
         n = 2
-    if options:
-        for name, value in options.items():
-            if n + 2 > _MAX_STRINGS:
-                break  # one option too many is enough for tftp_check_strings to refuse
-            keep.append(_utf8(name, "option name", &strings[n]))
-            keep.append(_option_value(value, &strings[n + 1], digits[n + 1]))
-            n += 2
+    for name, value in items:
+        if n_options > TFTP_MAX_OPTIONS:
+            break  # one option too many is enough for tftp_check_strings to refuse
+        keep.append(_utf8(name, "option name", &strings[n]))
+        keep.append(_option_value(value, &strings[n + 1], digits[n + 1]))
+        n += 2
+        n_options += 1
     if tftp_check_strings(opcode, strings, n, err) < 0:
         raise ValueError((<bytes>err).decode("ascii"))
     size = tftp_strings_size(strings, n)
-    if opcode != TFTP_OACK and size > TFTP_MAX_REQUEST:
-        raise ValueError(f"request of {size} bytes exceeds {TFTP_MAX_REQUEST}")
+    if opcode != TFTP_OACK:
+        if size > TFTP_MAX_REQUEST:
+            raise ValueError(f"request of {size} bytes exceeds {TFTP_MAX_REQUEST}")
+    elif size > TFTP_MAX_DATAGRAM:
+        raise ValueError(f"OACK packet of {size} bytes exceeds {TFTP_MAX_DATAGRAM}")
     out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
     tftp_build_strings(<uint8_t *>PyBytes_AS_STRING(out), opcode, strings, n)
     return out
@@ -498,7 +560,8 @@ def encode_rrq(filename, mode="octet", options=None):
 
     A read request: ``encode_rrq("test.jpg")`` is ``b"\\x00\\x01test.jpg\\x00octet\\x00"``.
     *options* go on the wire in iteration order; ValueError for a NUL inside a string, an empty
-    or repeated (case-insensitively) option name, or a request over 512 bytes.
+    or repeated (case-insensitively) option name, or a request over 512 bytes; TypeError for an
+    argument of the wrong type (checked first).
     """
     return _encode_strings(TFTP_RRQ, filename, mode, options)
 
@@ -514,7 +577,8 @@ def encode_wrq(filename, mode="octet", options=None):
 def encode_oack(options):
     """encode_oack(options: Mapping[str, str | int]) -> bytes
 
-    An OACK packet carrying *options* in iteration order (the same rules as for requests).
+    An OACK packet carrying *options* in iteration order (the same rules as for requests, and
+    ValueError for a packet over 65535 bytes).
     """
     return _encode_strings(TFTP_OACK, None, None, options)
 
@@ -537,21 +601,25 @@ def encode_data(block, payload):
 
     A DATA packet; ValueError for a block outside 0..65535 or a payload over 65464 bytes.
     """
-    cdef uint16_t b = <uint16_t>_uint16(block, "block number")
+    cdef uint16_t b
     cdef Py_buffer view
     cdef bytes out
     if PyBytes_CheckExact(payload):
+        b = <uint16_t>_uint16(block, "block number")
         if PyBytes_GET_SIZE(payload) > TFTP_MAX_BLKSIZE:
             raise ValueError(f"DATA payload of {PyBytes_GET_SIZE(payload)} bytes exceeds {TFTP_MAX_BLKSIZE}")
         out = PyBytes_FromStringAndSize(NULL, 4 + PyBytes_GET_SIZE(payload))
         tftp_build_data(<uint8_t *>PyBytes_AS_STRING(out), b, <const uint8_t *>PyBytes_AS_STRING(payload),
                         <size_t>PyBytes_GET_SIZE(payload))
         return out
+    if not PyLong_CheckExact(block):
+        block = PyNumber_Index(block)  # types first (TypeError), then values (ValueError)
     try:
         PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
     except BufferError:
-        return encode_data(b, bytes(memoryview(payload)))
+        return encode_data(block, bytes(memoryview(payload)))
     try:
+        b = <uint16_t>_uint16(block, "block number")
         if view.len > TFTP_MAX_BLKSIZE:
             raise ValueError(f"DATA payload of {view.len} bytes exceeds {TFTP_MAX_BLKSIZE}")
         out = PyBytes_FromStringAndSize(NULL, 4 + view.len)
@@ -564,13 +632,21 @@ def encode_data(block, payload):
 def encode_error(code, message=""):
     """encode_error(code: int, message: str = "") -> bytes
 
-    An ERROR packet; *code* is an :class:`ErrorCode` or any int in 0..65535.
+    An ERROR packet; *code* is an :class:`ErrorCode` or any int in 0..65535.  ValueError for a
+    NUL in *message* or a packet over 65535 bytes (UDP's limit, and decode's).
     """
-    cdef uint16_t c = <uint16_t>_uint16(code, "error code")
+    cdef uint16_t c
     cdef tftp_str text
+    if not PyLong_CheckExact(code):
+        code = PyNumber_Index(code)  # types first (TypeError), then values (ValueError)
+    if not PyUnicode_Check(message):
+        raise TypeError(f"error message must be str, not {type(message).__name__}")
+    c = <uint16_t>_uint16(code, "error code")
     keep = _utf8(message, "error message", &text)
     if text.len and memchr(text.ptr, 0, text.len) != NULL:
         raise ValueError("error message contains a NUL byte")
+    if 5 + text.len > TFTP_MAX_DATAGRAM:
+        raise ValueError(f"ERROR packet of {5 + text.len} bytes exceeds {TFTP_MAX_DATAGRAM}")
     cdef bytes out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>(5 + text.len))
     tftp_build_error(<uint8_t *>PyBytes_AS_STRING(out), c, text)
     return out

@@ -130,7 +130,8 @@ class _Packet:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
-    __delattr__ = __setattr__  # type: ignore[assignment]
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
 
     def _values(self) -> tuple:
         return tuple(getattr(self, name) for name in self._fields)
@@ -148,6 +149,24 @@ class _Packet:
 
 _set = object.__setattr__
 _new = object.__new__
+
+
+def _str_field(value: object, what: str) -> str:
+    """*value* as a plain ``str`` (a subclass is copied); TypeError for anything else."""
+    if type(value) is str:
+        return value  # type: ignore[return-value]
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise TypeError(f"{what} must be str, not {type(value).__name__}")
+
+
+def _dict_field(value: object) -> dict:
+    """*value* as a plain ``dict`` (any other mapping is copied into one); TypeError for a non-mapping."""
+    if type(value) is dict:
+        return value  # type: ignore[return-value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"options must be a mapping, not {type(value).__name__}")
 
 
 def _repr_payload(payload: bytes) -> str:
@@ -168,10 +187,10 @@ class _Request(_Packet):
     mode: str
     options: dict[str, str]
 
-    def __init__(self, filename: str, mode: str = "octet", options: dict[str, str] | None = None) -> None:
-        _set(self, "filename", filename)
-        _set(self, "mode", mode)
-        _set(self, "options", {} if options is None else options)
+    def __init__(self, filename: str, mode: str = "octet", options: Mapping[str, str] | None = None) -> None:
+        _set(self, "filename", _str_field(filename, "filename"))
+        _set(self, "mode", _str_field(mode, "mode"))
+        _set(self, "options", {} if options is None else _dict_field(options))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(filename={self.filename!r}, mode={self.mode!r}, options={self.options!r})"
@@ -202,6 +221,7 @@ class Data(_Packet):
     payload: bytes
 
     def __init__(self, block: int, payload: bytes) -> None:
+        block = operator.index(block)  # types first (TypeError), then values (ValueError)
         if type(payload) is not bytes:
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
         _set(self, "block", _uint16(block, "block number"))
@@ -244,7 +264,10 @@ class Error(_Packet):
     message: str
 
     def __init__(self, code: int, message: str = "") -> None:
-        _set(self, "code", code)
+        code = operator.index(code)  # types first (TypeError), then values (ValueError)
+        message = _str_field(message, "error message")
+        code = _uint16(code, "error code")
+        _set(self, "code", _ERROR_CODES[code] if code < len(_ERROR_CODES) else code)
         _set(self, "message", message)
 
     def __hash__(self) -> int:
@@ -263,8 +286,8 @@ class OptionAck(_Packet):
 
     options: dict[str, str]
 
-    def __init__(self, options: dict[str, str]) -> None:
-        _set(self, "options", options)
+    def __init__(self, options: Mapping[str, str]) -> None:
+        _set(self, "options", _dict_field(options))
 
     def __repr__(self) -> str:
         return f"OptionAck(options={self.options!r})"
@@ -343,8 +366,11 @@ def decode(packet: bytes | bytearray | memoryview) -> Packet:
         filename, pos = _string(packet, 2, "filename")
         mode, pos = _string(packet, pos, "mode")
         options = _options(packet, pos)
-        cls = ReadRequest if opcode == 1 else WriteRequest
-        return cls(_text(filename), _text(mode.lower()), options)
+        request = _new(ReadRequest if opcode == 1 else WriteRequest)
+        _set(request, "filename", _text(filename))
+        _set(request, "mode", _text(mode.lower()))
+        _set(request, "options", options)
+        return request
     if opcode == 5:
         if n > _MAX_DATAGRAM:
             raise DecodeError(f"ERROR packet of {n} bytes exceeds {_MAX_DATAGRAM}", _MAX_DATAGRAM)
@@ -354,11 +380,16 @@ def decode(packet: bytes | bytearray | memoryview) -> Packet:
         message, pos = _string(packet, 4, "error message")
         if pos != n:
             raise DecodeError("trailing bytes after the ERROR message", pos)
-        return Error(_ERROR_CODES[code] if code < len(_ERROR_CODES) else code, _text(message))
+        error = _new(Error)
+        _set(error, "code", _ERROR_CODES[code] if code < len(_ERROR_CODES) else code)
+        _set(error, "message", _text(message))
+        return error
     if opcode == 6:
         if n > _MAX_DATAGRAM:
             raise DecodeError(f"OACK packet of {n} bytes exceeds {_MAX_DATAGRAM}", _MAX_DATAGRAM)
-        return OptionAck(_options(packet, 2))
+        oack = _new(OptionAck)
+        _set(oack, "options", _options(packet, 2))
+        return oack
     raise DecodeError(f"unknown opcode {opcode}", 0)
 
 
@@ -366,53 +397,94 @@ def decode(packet: bytes | bytearray | memoryview) -> Packet:
 # encoding
 
 
+# Argument checks run in a fixed order, the same as the compiled module's (see docs/codec.md):
+# first the type of every argument, in argument order (an options mapping, then each name and
+# value in iteration order): TypeError; then the values: numbers' ranges, the strings' encoding
+# in wire order, the wire-format rules (tftp_check_strings in src_c/tftp_codec.c), the packet's
+# size: ValueError.  A call with several faults thus raises the same error in both.
+
+
+def _utf8(value: str, what: str) -> bytes:
+    try:
+        return str.encode(value, _TEXT_ENCODING, _TEXT_ERRORS)
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not encodable as UTF-8") from None
+
+
 def _encode_text(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise TypeError(f"{what} must be str, not {type(value).__name__}")
-    try:
-        raw = value.encode(_TEXT_ENCODING, _TEXT_ERRORS)
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} is not encodable as UTF-8") from None
+    raw = _utf8(value, what)
     if b"\0" in raw:
         raise ValueError(f"{what} contains a NUL byte")
     return raw
 
 
-def _option_value(value: object) -> bytes:
-    if isinstance(value, str):
-        return _encode_text(value, "option value")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(int(value)).encode("ascii")
-    raise TypeError(f"option value must be str or int, not {type(value).__name__}")
+def _option_items(options: object) -> list:
+    """The (name, value) pairs of *options* (None: none), every one of the right type."""
+    if options is None:
+        return []
+    if type(options) is not dict and not isinstance(options, Mapping):
+        raise TypeError(f"options must be a mapping, not {type(options).__name__}")
+    items = list(options.items())  # type: ignore[attr-defined]
+    for name, value in items:
+        if not isinstance(name, str):
+            raise TypeError(f"option name must be str, not {type(name).__name__}")
+        if not isinstance(value, str) and (not isinstance(value, int) or isinstance(value, bool)):
+            raise TypeError(f"option value must be str or int, not {type(value).__name__}")
+    return items
 
 
-def _encode_options(options: Mapping[str, str | int] | None) -> list[bytes]:
-    parts: list[bytes] = []
-    if not options:
-        return parts
+def _check_strings(strings: list[bytes], first_option: int) -> None:
+    """tftp_check_strings: the wire-format rules, in its order."""
+    if first_option:
+        if b"\0" in strings[0]:
+            raise ValueError("filename contains a NUL byte")
+        if b"\0" in strings[1]:
+            raise ValueError("mode contains a NUL byte")
     seen: set[bytes] = set()
-    for name, value in options.items():
-        raw = _encode_text(name, "option name")
-        if not raw:
+    for i in range(first_option, len(strings), 2):
+        name = strings[i]
+        if b"\0" in name:
+            raise ValueError("option name contains a NUL byte")
+        if not name:
             raise ValueError("empty option name")
-        key = raw.lower()
+        key = name.lower()  # ASCII letters only, as tftp_ascii_ieq
         if key in seen:
             raise ValueError("repeated option name")
-        seen.add(key)
-        if len(seen) > MAX_OPTIONS:
+        if len(seen) >= MAX_OPTIONS:
             raise ValueError(f"more than {MAX_OPTIONS} options")
-        parts.append(raw)
-        parts.append(_option_value(value))
-    return parts
+        seen.add(key)
+        if b"\0" in strings[i + 1]:
+            raise ValueError("option value contains a NUL byte")
 
 
-def _encode_request(opcode: int, filename: str, mode: str, options: Mapping[str, str | int] | None) -> bytes:
-    parts = [_encode_text(filename, "filename"), _encode_text(mode, "mode")]
-    parts += _encode_options(options)
-    packet = struct.pack("!H", opcode) + b"\0".join(parts) + b"\0"
-    if len(packet) > MAX_REQUEST_SIZE:
-        raise ValueError(f"request of {len(packet)} bytes exceeds {MAX_REQUEST_SIZE}")
-    return packet
+def _encode_strings(opcode: int, filename: object, mode: object, options: object) -> bytes:
+    if opcode != 6:
+        if not isinstance(filename, str):
+            raise TypeError(f"filename must be str, not {type(filename).__name__}")
+        if not isinstance(mode, str):
+            raise TypeError(f"mode must be str, not {type(mode).__name__}")
+    items = _option_items(options)
+    strings: list[bytes] = []
+    if opcode != 6:
+        strings.append(_utf8(filename, "filename"))  # type: ignore[arg-type]
+        strings.append(_utf8(mode, "mode"))  # type: ignore[arg-type]
+    # one option too many is enough for the rules to refuse: the rest are not encoded
+    for name, value in items[: MAX_OPTIONS + 1]:
+        strings.append(_utf8(name, "option name"))
+        if isinstance(value, str):
+            strings.append(_utf8(value, "option value"))
+        else:
+            strings.append(str(int(value)).encode("ascii"))
+    _check_strings(strings, 0 if opcode == 6 else 2)
+    size = 2 + sum(len(raw) + 1 for raw in strings)
+    if opcode != 6:
+        if size > MAX_REQUEST_SIZE:
+            raise ValueError(f"request of {size} bytes exceeds {MAX_REQUEST_SIZE}")
+    elif size > _MAX_DATAGRAM:
+        raise ValueError(f"OACK packet of {size} bytes exceeds {_MAX_DATAGRAM}")
+    return struct.pack("!H", opcode) + b"".join(raw + b"\0" for raw in strings)
 
 
 def encode_rrq(filename: str, mode: str = "octet", options: Mapping[str, str | int] | None = None) -> bytes:
@@ -420,14 +492,14 @@ def encode_rrq(filename: str, mode: str = "octet", options: Mapping[str, str | i
 
     *options* maps option names to ``str`` or ``int`` values; they go on the wire in iteration
     order.  ValueError for a NUL inside a string, an empty or repeated (case-insensitively) option
-    name, or a request over 512 bytes.
+    name, or a request over 512 bytes; TypeError for an argument of the wrong type (checked first).
     """
-    return _encode_request(1, filename, mode, options)
+    return _encode_strings(1, filename, mode, options)
 
 
 def encode_wrq(filename: str, mode: str = "octet", options: Mapping[str, str | int] | None = None) -> bytes:
     """A write request; the same arguments and rules as :func:`encode_rrq`."""
-    return _encode_request(2, filename, mode, options)
+    return _encode_strings(2, filename, mode, options)
 
 
 def _uint16(value: object, what: str) -> int:
@@ -442,9 +514,13 @@ _pack_HH = struct.Struct("!HH").pack
 
 def encode_data(block: int, payload: bytes | bytearray | memoryview) -> bytes:
     """A DATA packet; ValueError for a block outside 0..65535 or a payload over 65464 bytes."""
-    block = _uint16(block, "block number")
     if type(payload) is not bytes:
-        payload = bytes(memoryview(payload))
+        block = operator.index(block)  # types first (TypeError), then values (ValueError)
+        try:
+            payload = bytes(memoryview(payload))
+        except TypeError:
+            raise TypeError(f"a bytes-like object is required, not '{type(payload).__name__}'") from None
+    block = _uint16(block, "block number")
     if len(payload) > MAX_BLKSIZE:
         raise ValueError(f"DATA payload of {len(payload)} bytes exceeds {MAX_BLKSIZE}")
     return _pack_HH(3, block) + payload
@@ -456,15 +532,24 @@ def encode_ack(block: int) -> bytes:
 
 
 def encode_error(code: int, message: str = "") -> bytes:
-    """An ERROR packet; *code* is an :class:`ErrorCode` or any int in 0..65535."""
+    """An ERROR packet; *code* is an :class:`ErrorCode` or any int in 0..65535.
+
+    ValueError for a NUL in *message* or a packet over 65535 bytes (UDP's limit, and decode's).
+    """
+    code = operator.index(code)  # types first (TypeError), then values (ValueError)
+    if not isinstance(message, str):
+        raise TypeError(f"error message must be str, not {type(message).__name__}")
     code = _uint16(code, "error code")
-    return _pack_HH(5, code) + _encode_text(message, "error message") + b"\0"
+    raw = _encode_text(message, "error message")
+    if len(raw) + 5 > _MAX_DATAGRAM:
+        raise ValueError(f"ERROR packet of {len(raw) + 5} bytes exceeds {_MAX_DATAGRAM}")
+    return _pack_HH(5, code) + raw + b"\0"
 
 
 def encode_oack(options: Mapping[str, str | int]) -> bytes:
-    """An OACK packet carrying *options* in iteration order (the same rules as for requests)."""
-    parts = _encode_options(options)
-    return b"\0\6" + b"".join(p + b"\0" for p in parts)
+    """An OACK packet carrying *options* in iteration order (the same rules as for requests, and
+    ValueError for a packet over 65535 bytes)."""
+    return _encode_strings(6, None, None, options)
 
 
 # ---------------------------------------------------------------------------------------------
