@@ -6,8 +6,9 @@ compiled module (``*_c``) or from the twin (``*_py``), and the selector's ``IMPL
 which one, ``"c"`` or ``"python"``.
 
 ``FASTNET_NO_EXTENSIONS=1`` in the environment selects the twins, at build time (``setup.py``
-builds no extension) and at run time (here).  A compiled module that fails to import falls back
-to its twin with a logged warning.
+builds no extension) and at run time (here).  A compiled module that is not installed (an install
+built without extensions) falls back to its twin quietly (a debug log record); one that is there
+but fails to import falls back with a logged warning.
 
 Code inside fastnet refers to a dual module's names through the selector module
 (``codec.decode(...)``, not ``from .codec import decode``), so that :func:`activate` -- used by the
@@ -49,11 +50,17 @@ def _load_c(c_name: str) -> ModuleType | None:
         module = importlib.import_module(c_name)
     except ImportError as exc:
         _c_failures[c_name] = exc
-        log.warning(
-            "fastnet: compiled module %s is unavailable (%s); using its pure-Python twin",
-            c_name,
-            exc,
-        )
+        if isinstance(exc, ModuleNotFoundError) and exc.name == c_name:
+            # Simply not there: an install built without extensions (FASTNET_NO_EXTENSIONS=1
+            # pip install ., no compiler).  The twin is the package as installed: no warning.
+            log.debug("fastnet: compiled module %s is not installed; using its pure-Python twin", c_name)
+        else:
+            # There but broken (a bad build, a missing symbol or library): worth a warning.
+            log.warning(
+                "fastnet: compiled module %s is unavailable (%s); using its pure-Python twin",
+                c_name,
+                exc,
+            )
         return None
     _c_failures[c_name] = None
     return module

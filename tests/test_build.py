@@ -64,6 +64,61 @@ def test_failed_compiled_import_falls_back_with_warning():
     assert "WARNING fastnet: compiled module fastnet.tftp._codec_c is unavailable" in out.stderr
 
 
+def _package_without_extensions(tmp_path):
+    """A copy of the fastnet package as `FASTNET_NO_EXTENSIONS=1 pip install .` installs it: no
+    compiled module at all.  Returns (directory to put on sys.path, environment without the variable)."""
+    import shutil
+
+    site = tmp_path / "site"
+    source = os.path.dirname(os.path.abspath(fastnet.__file__))
+    shutil.copytree(source, site / "fastnet", ignore=shutil.ignore_patterns("*.so", "*.c", "*.html", "__pycache__"))
+    env = dict(os.environ)
+    env.pop("FASTNET_NO_EXTENSIONS", None)
+    env["PYTHONPATH"] = str(site)
+    return site, env
+
+
+def test_an_install_without_extensions_runs_on_the_twins_without_warnings(tmp_path):
+    # After `FASTNET_NO_EXTENSIONS=1 pip install .` every run without the variable printed one
+    # "compiled module ... is unavailable" warning per module: a module that is simply not
+    # installed is no news; the fallback is a debug record only.
+    site, env = _package_without_extensions(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "fastnet", "--version"], cwd=site, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "implementation: python" in out.stdout
+    assert out.stderr == ""
+    code = (
+        "import logging\n"
+        "logging.basicConfig(level=logging.DEBUG, format='%(levelname)s %(message)s')\n"
+        "import fastnet\n"
+        f"assert fastnet.__file__.startswith({str(site)!r}), fastnet.__file__\n"
+        "from fastnet.tftp import codec\n"
+        "print('IMPL', codec.IMPLEMENTATION)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=site, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "IMPL python" in out.stdout
+    assert "DEBUG fastnet: compiled module fastnet.tftp._codec_c is not installed; using its pure-Python twin" in out.stderr
+    assert "WARNING" not in out.stderr
+
+
+def test_a_compiled_module_that_is_there_but_broken_still_warns(tmp_path):
+    # the quiet fallback is for an absent module only: a broken build must still be heard of
+    import sysconfig
+
+    site, env = _package_without_extensions(tmp_path)
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    (site / "fastnet" / "tftp" / f"_codec_c{suffix}").write_bytes(b"not a shared object")
+    out = subprocess.run([sys.executable, "-m", "fastnet", "--version"], cwd=site, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "tftp.codec=python" in out.stdout
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr  # the broken module, and no word about the absent ones
+    assert lines[0].startswith("fastnet: compiled module fastnet.tftp._codec_c is unavailable (")
+
+
 @pytest.mark.skipif(_compat.NO_EXTENSIONS, reason="FASTNET_NO_EXTENSIONS=1 asks for no compiled module")
 @pytest.mark.parametrize("name", COMPILED)
 def test_compiled_module_needs_no_glibc_newer_than_2_17(name):
