@@ -5,6 +5,7 @@
     python -m fastnet.epoll_echo --engine loop         # a Python echo Protocol on fastnet.Loop
     python -m fastnet.epoll_echo --verbose             # print clients and messages like the notes
     python -m fastnet.epoll_echo --workers 2           # two relay processes sharing the port
+    python -m fastnet.epoll_echo --duration 60         # stop by itself after a minute
 
 Engines: ``relay`` (default) is :mod:`fastnet.relay` -- the per-message path never enters Python;
 ``loop`` is an ``asyncio.Protocol`` on :class:`fastnet.Loop`.  ``--verbose`` prints what the notes'
@@ -12,8 +13,8 @@ server prints ('有新的客户端到来<addr>', 'recv:<text>', '<addr>---offlin
 code per message and runs on the loop engine.  Received bytes are shown as the other examples show
 them: UTF-8 with undecodable bytes escaped, and line breaks inside a message escaped (``\\n``).
 
-On start one line gives the address, the engine and the implementation; Ctrl-C or SIGTERM stop the
-server, which then prints its statistics and exits 0.
+On start one line gives the address, the engine and the implementation; Ctrl-C, SIGTERM or the end
+of ``--duration`` stop the server, which then prints its statistics and exits 0.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 from fastnet import _cli
@@ -57,13 +59,48 @@ def _stats_line(stats: Any) -> str:
 # ---------------------------------------------------------------------------- engine: relay
 
 
-def _run_relay(host: str, port: int, udp: bool, workers: int) -> int:
+def _bounded(duration: float | None) -> bool:
+    # a --duration longer than a timer can wait (about 292 years) is no bound at all
+    return duration is not None and duration < threading.TIMEOUT_MAX
+
+
+def _serve_relay_for(host: str, port: int, udp: bool, workers: int, ready, duration: float):
+    """``relay.serve_echo``, which also stops by itself after *duration* seconds.
+
+    The same runner serve_echo uses, given a stop descriptor (as ``relay.EchoRelay.stop`` gives
+    one) that a timer makes readable: the loop, or the supervisor of ``--workers``, ends as on
+    SIGTERM and returns the statistics."""
+    from fastnet import _relay_py, relay
+
+    stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    timer = threading.Timer(duration, os.eventfd_write, (stop_fd, 1))
+    timer.daemon = True
+    try:
+        runner = _relay_py._Runner(relay.EchoRelay._loop, host, port, udp, workers, _relay_py.DEFAULT_BACKLOG)
+        try:
+            with _relay_py._signal_wakeup() as signal_fd:
+                ready(runner.address)
+                timer.start()  # counted from the start line, as the other examples count theirs
+                return runner.run(stop_fd, signal_fd)
+        finally:
+            runner.close()
+    finally:
+        timer.cancel()
+        if timer.is_alive():
+            timer.join()
+        os.close(stop_fd)
+
+
+def _run_relay(host: str, port: int, udp: bool, workers: int, duration: float | None = None) -> int:
     from fastnet import relay
 
     def ready(address):
         print(_start_line("udp" if udp else "tcp", address, "relay", relay.IMPLEMENTATION, workers), flush=True)
 
-    stats = relay.serve_echo(host, port, udp=udp, workers=workers, ready=ready)
+    if _bounded(duration):
+        stats = _serve_relay_for(host, port, udp, workers, ready, duration)
+    else:
+        stats = relay.serve_echo(host, port, udp=udp, workers=workers, ready=ready)
     print(_stats_line(stats), flush=True)
     return 0
 
@@ -154,7 +191,9 @@ class _EchoDatagram(asyncio.DatagramProtocol):
         log.debug("UDP error: %s", exc)
 
 
-async def _serve_loop(host: str, port: int, udp: bool, verbose: bool, implementation: str) -> _Stats:
+async def _serve_loop(
+    host: str, port: int, udp: bool, verbose: bool, implementation: str, duration: float | None = None
+) -> _Stats:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in _STOP_SIGNALS:
@@ -177,6 +216,8 @@ async def _serve_loop(host: str, port: int, udp: bool, verbose: bool, implementa
         address = server.sockets[0].getsockname()
         closers = [server.close]
     print(_start_line("udp" if udp else "tcp", address, "loop", implementation, 1), flush=True)
+    if _bounded(duration):
+        loop.call_later(duration, stop.set)
     try:
         await stop.wait()
     finally:
@@ -188,10 +229,10 @@ async def _serve_loop(host: str, port: int, udp: bool, verbose: bool, implementa
     return stats
 
 
-def _run_loop(host: str, port: int, udp: bool, verbose: bool) -> int:
+def _run_loop(host: str, port: int, udp: bool, verbose: bool, duration: float | None = None) -> int:
     from fastnet import loop as _loop
 
-    stats = _loop.run(_serve_loop(host, port, udp, verbose, _loop.IMPLEMENTATION))
+    stats = _loop.run(_serve_loop(host, port, udp, verbose, _loop.IMPLEMENTATION, duration))
     print(_stats_line(stats), flush=True)
     return 0
 
@@ -213,6 +254,7 @@ def main(argv=None) -> int:
                         help="print each client and message like the notes (uses the loop engine)")
     parser.add_argument("--all-interfaces", action="store_true",
                         help="bind every interface, like the notes' bind((\"\", 7788)), instead of --host")
+    _cli.add_bounds(parser)  # --duration SECONDS: stop then, as on Ctrl-C (statistics, exit 0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.workers < 1:
@@ -223,8 +265,8 @@ def main(argv=None) -> int:
     host = "" if args.all_interfaces else args.host
     try:
         if engine == "relay":
-            return _run_relay(host, args.port, args.udp, args.workers)
-        return _run_loop(host, args.port, args.udp, args.verbose)
+            return _run_relay(host, args.port, args.udp, args.workers, args.duration)
+        return _run_loop(host, args.port, args.udp, args.verbose, args.duration)
     except KeyboardInterrupt:
         return 0
     except OSError as exc:

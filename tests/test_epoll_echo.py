@@ -243,3 +243,63 @@ def test_verbose_escapes_line_breaks_inside_a_message(echo_server, udp):
     assert srv.readline() == "recv:a\\nb\\r\\nc\\xff\n"
     code, out, err = srv.stop()
     assert code == 0 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--engine", "relay"], ["--engine", "loop"], ["--workers", "2"], ["--udp"], ["--udp", "--engine", "loop"]],
+    ids=["relay", "loop", "relay-2-workers", "relay-udp", "loop-udp"],
+)
+def test_duration_stops_the_server_with_its_statistics_as_ctrl_c_does(echo_server, args):
+    # Every other example can be bounded with --duration; epoll_echo could only be killed.
+    # The bound holds while a client stays connected and silent.
+    started = time.monotonic()
+    srv = echo_server("--duration", "1.5", *args)
+    if srv.proto == "udp":
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(5)
+            u.sendto(b"ping", ("127.0.0.1", srv.port))
+            assert u.recv(100) == b"ping"
+        expected = "stopped: 0 connections, 1 messages, 4 bytes"
+        idle = None
+    else:
+        assert _tcp_echo(srv.port, b"ping") == b"ping"
+        idle = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        expected = "stopped: 2 connections, 1 messages, 4 bytes"
+    try:
+        srv.proc.wait(timeout=20)  # no signal: it ends by itself
+        elapsed = time.monotonic() - started
+        srv.reader.join(20)
+        out = []
+        while not srv.lines.empty():
+            out.append(srv.lines.get())
+        err = srv.proc.stderr.read()
+        assert srv.proc.returncode == 0, err
+        assert err == ""
+        assert "".join(out) == f"fastnet epoll_echo: {expected}\n"
+        assert elapsed >= 1.5
+        if idle is not None:
+            idle.settimeout(5)
+            assert idle.recv(10) == b""  # and the silent client's connection is closed
+    finally:
+        if idle is not None:
+            idle.close()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_duration_is_checked_as_the_other_examples_check_it(impl_env, value):
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnet.epoll_echo", "--port", "0", "--duration", value],
+        env=impl_env, capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert "error: argument --duration: " in out.stderr and "Traceback" not in out.stderr
+
+
+def test_help_names_the_duration(impl_env):
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnet.epoll_echo", "--help"], env=impl_env, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0
+    assert "--duration SECONDS" in out.stdout
