@@ -1,7 +1,7 @@
 """The notes' TCP examples, in Python 3: ``python -m fastnet.tcp EXAMPLE``.
 
 - ``server``         (服务器) accept one client, print what it sent, answer ``thank you !``;
-- ``client``         (客户端) connect, send a line, print the answer;
+- ``client``         (客户端) connect, send one line, print the answer (one exchange, as in the notes);
 - ``chat-client``    (模拟聊天 客户端) send a line, print the answer, until an empty line;
 - ``chat-server``    (模拟聊天 服务端) print each line received, answer with the next line of input;
 - ``backlog-server`` (Listen 的队列长度 服务端) ``listen(n)``, then accept slowly;
@@ -74,7 +74,23 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneMessage(argparse.Action):
+    """``-m/--message`` of ``tcp client``: one message, as the notes' client sends one.
+
+    A second ``-m`` is refused (one line, exit status 2) rather than silently dropped."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.exit(
+                2,
+                f"{parser.prog}: error: argument -m/--message: given more than once; the client sends "
+                "one message, as the notes' client does (python -m fastnet.tcp chat-client sends several)\n",
+            )
+        setattr(namespace, self.dest, [values])
+
+
 def cmd_client(args: argparse.Namespace) -> int:
+    # one exchange, as in the notes: --message, else the first line of stdin (later lines are not read)
     data = next(_cli.messages(args, prompt="data to send: "), None)
     if data is None:
         return _cli.fail("nothing to send (give --message or a line on stdin)")
@@ -206,10 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "client",
         help="客户端: connect, send a line, print the answer",
-        description="客户端 (client): connect, send one line, print the answer.",
+        description="客户端 (client): connect, send one message, print the answer, close: one exchange, "
+        "as in the notes. The message is --message, else the first line of stdin. To send several "
+        "in turn, each followed by its answer: python -m fastnet.tcp chat-client.",
     )
     client_options(p)
-    _cli.add_message_option(p)
+    p.add_argument(
+        "-m",
+        "--message",
+        action=_OneMessage,
+        default=None,
+        help="the message to send; once only (default: the first line of stdin)",
+    )
     p.set_defaults(handler=cmd_client)
 
     p = sub.add_parser(

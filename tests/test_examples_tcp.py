@@ -29,6 +29,38 @@ def test_client_reads_its_line_from_stdin(impl_env):
         assert server.lines[-1] == "received: from stdin"
 
 
+def test_client_is_one_exchange_and_refuses_a_second_message(impl_env):
+    # --help said "-m ...; repeat for several" but only the first was sent, the rest silently
+    # dropped: the notes' client is one exchange, so a second -m is now a usage error
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(5)
+        port = str(listener.getsockname()[1])
+        result = run_example(impl_env, TCP, "client", "--port", port, "--timeout", "1", "-m", "first", "-m", "second")
+        assert result.returncode == 2
+        assert result.stdout == ""
+        assert result.stderr.splitlines() == [
+            "python -m fastnet.tcp client: error: argument -m/--message: given more than once; the client "
+            "sends one message, as the notes' client does (python -m fastnet.tcp chat-client sends several)"
+        ]
+        listener.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            listener.accept()  # refused before connecting: nothing half-sent
+    helped = run_example(impl_env, TCP, "client", "--help")
+    text = " ".join(helped.stdout.split())
+    assert "repeat for several" not in text
+    assert "once only" in text and "first line of stdin" in text and "chat-client" in text
+
+
+def test_client_sends_only_the_first_line_of_stdin(impl_env):
+    with Example(impl_env, TCP, "server", "--port", "0") as server:
+        result = run_example(impl_env, TCP, "client", "--port", str(server.port), input=b"one\ntwo\n")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == ["received: thank you !"]
+        assert server.wait() == 0
+        assert server.lines[-1] == "received: one"
+
+
 def test_chat_client_and_server_take_turns_until_an_empty_line(impl_env):
     with Example(impl_env, TCP, "chat-server", "--port", "0", "-m", "answer one", "-m", "answer two", "--count", "1") as server:
         result = run_example(impl_env, TCP, "chat-client", "--port", str(server.port), input=b"line one\nline two\n\nnever sent\n")
