@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -151,6 +153,40 @@ def test_serve_stops_cleanly_on_a_signal(root, tmp_path, impl_env, sig):
     assert "stopped" in log
 
 
+def test_serve_quiet_still_prints_the_start_line_with_the_chosen_port(root, tmp_path, impl_env):
+    # --help: "0 picks a free one, shown in the log" -- but --quiet hid that line, so the port
+    # chosen was nowhere to be seen
+    data = fill(str(root / "f.bin"), 3_000)
+    proc = subprocess.Popen([sys.executable, "-m", "fastnet.tftp", "serve", str(root), "--port", "0", "--quiet",
+                             "--grace", "0"], env=impl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watchdog = threading.Timer(30, proc.kill)  # a server that never prints its line must not hang the test
+    watchdog.start()
+    try:
+        first = proc.stderr.readline().decode()
+        m = re.search(r"tftp: serving (.+) on 127\.0\.0\.1:(\d+) \(read-only\)$", first.rstrip("\n"))
+        assert m, (first, proc.poll())
+        port = int(m.group(2))
+        assert port != 0
+        client.download("127.0.0.1", "f.bin", str(tmp_path / "f.bin"), port=port, timeout=0.2)
+        assert (tmp_path / "f.bin").read_bytes() == data
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert out == b""
+    assert err == b""  # quiet otherwise: no access log line, no "stopped"
+
+
+def test_serve_help_says_quiet_keeps_the_start_line():
+    text = " ".join(cli_main.build_parser()._subparsers._group_actions[0].choices["serve"].format_help().split())
+    assert "0 picks a free one, shown in the log" in text
+    assert "--quiet, -q log only the start line (with the port) and warnings" in text
+
+
 def test_serve_failures_are_one_line_messages(tmp_path, impl_env):
     err = one_line_error(cli(["serve", str(tmp_path / "missing"), "--port", "0"], impl_env))
     assert "not a directory" in err
@@ -271,6 +307,16 @@ def test_bad_numbers_are_refused_by_the_parser(capsys, argv, option):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err  # one line, as every other failure
     assert err.startswith(f"{PROG} {argv[0]}: argument {option}"), err
+
+
+@pytest.mark.parametrize("command", ["get", "put"])
+@pytest.mark.parametrize("port", ["0", "65536", "70000", "-1"])
+def test_a_client_port_out_of_range_always_says_1_to_65535(capsys, command, port):
+    # -P 0 said "1-65535" but -P 65536 said "0-65535": the client's range is 1-65535 either way
+    with pytest.raises(SystemExit) as info:
+        cli_main.build_parser().parse_args([command, "127.0.0.1", "f", "-P", port])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"{PROG} {command}: argument --port/-P: port must be 1-65535, not {port} (see --help)\n"
 
 
 def test_numbers_at_the_edges_are_accepted():

@@ -109,10 +109,14 @@ def _timeout(text: str) -> float:
 
 
 def _server_port(text: str) -> int:
-    """argparse type: the port a client sends its request to: a port, but not 0 (nobody's)."""
-    port = port_number(text)
-    if port == 0:
-        raise argparse.ArgumentTypeError("port must be 1-65535, not 0")
+    """argparse type: the port a client sends its request to: 1-65535 (0 is nobody's), one message
+    for every port out of that range."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {port}")
     return port
 
 
@@ -167,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--retries", type=_int_range(0, MAX_RETRIES), default=5,
                        help=f"retries before a transfer is abandoned, 0..{MAX_RETRIES} (default 5)")
     serve.add_argument("--grace", type=seconds, default=5.0, help="seconds running transfers get at shutdown (default 5)")
-    serve.add_argument("--quiet", "-q", action="store_true", help="log warnings only (no access log)")
+    serve.add_argument("--quiet", "-q", action="store_true",
+                       help="log only the start line (with the port) and warnings: no access log")
     return parser
 
 
@@ -282,14 +287,23 @@ def _transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_filter(record: logging.LogRecord) -> bool:
+    """``serve --quiet``: warnings and errors, and the ``tftp: serving ROOT on HOST:PORT`` line."""
+    if record.levelno >= logging.WARNING:
+        return True
+    return record.name == "fastnet.tftp" and str(record.msg).startswith("tftp: serving ")
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .server import TftpServer
 
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    root = logging.getLogger()
+    theirs = list(root.handlers)  # a program that configured logging before calling main() keeps its own
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.quiet:  # warnings only -- and the start line, which is how `--port 0` tells its port
+        for handler in root.handlers:
+            if handler not in theirs:
+                handler.addFilter(_quiet_filter)
     server = TftpServer(
         args.root,
         host=args.host,
