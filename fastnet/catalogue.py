@@ -62,7 +62,7 @@ EXAMPLES: tuple[Example, ...] = (
     Example("epoll 版 - TCP 服务器", "", "epoll TCP server", "python -m fastnet.servers epoll",
             "edge-triggered select.epoll (fixed: read until EAGAIN, forget closed connections)"),
     Example("epoll 版 - TCP 服务器", "", "epoll echo server in C", "python -m fastnet.epoll_echo",
-            "the same idea, fast: an edge-triggered epoll echo server in C (--udp for UDP)"),
+            "the same idea, fast: an epoll echo server in C, level-triggered (--udp for UDP)"),
     Example("协程", "简单实现", "simple implementation", "python -m fastnet.coroutines generators",
             "two generators taking turns with next()"),
     Example("协程", "greenlet 版", "greenlet version", "python -m fastnet.coroutines greenlet",

@@ -7,7 +7,7 @@
 - ``gevent-download`` (gevent 并发下载器) download URLs concurrently;
 - ``gevent-server``   (gevent 版 - TCP 服务器) an echo server, a greenlet per client.
 
-greenlet and gevent come with the extra ``pip install 'fastnet[gevent]'``.
+greenlet and gevent: ``pip install gevent greenlet`` (``fastnet`` on PyPI is another project).
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def _guarded(handler):
             return handler(args)
         except _Missing as exc:
             print(
-                f"error: this example needs {exc.args[0]}: pip install 'fastnet[gevent]'",
+                f"error: this example needs {exc.args[0]}: pip install gevent greenlet",
                 file=sys.stderr,
                 flush=True,
             )
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fastnet.coroutines",
         description="The notes' coroutine examples (协程), in Python 3. greenlet and gevent examples "
-        "need `pip install 'fastnet[gevent]'`.",
+        "need `pip install gevent greenlet`.",
     )
     sub = parser.add_subparsers(title="examples", metavar="EXAMPLE")
 

@@ -48,6 +48,25 @@ def test_the_docs_table_is_the_catalogue_table():
         assert catalogue.as_markdown() in f.read()
 
 
+def test_the_readme_table_is_the_catalogue_table():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        assert catalogue.as_markdown() in f.read()
+
+
+def test_the_relay_row_calls_it_level_triggered_as_docs_echo_does():
+    # The catalogue called the relay "an edge-triggered epoll echo server"; it registers its
+    # sockets level-triggered (no EPOLLET in src_c/relay.c), as docs/echo.md says.
+    (row,) = [e for e in catalogue.EXAMPLES if e.command == "python -m fastnet.epoll_echo"]
+    with open(os.path.join(ROOT, "docs", "echo.md"), encoding="utf-8") as f:
+        assert "TCP, level-triggered epoll" in f.read()
+    relay_c = os.path.join(ROOT, "src_c", "relay.c")
+    if os.path.exists(relay_c):
+        with open(relay_c, encoding="utf-8") as f:
+            assert "EPOLLET" not in f.read()
+    assert "level-triggered" in row.shows
+    assert "edge-triggered" not in row.shows
+
+
 def test_the_catalogue_covers_every_required_command():
     expected = {
         "python -m fastnet.udp " + name for name in ("client", "server", "echo", "chat", "broadcast")

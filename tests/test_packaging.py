@@ -37,7 +37,7 @@ def test_cibuildwheel_builds_cpython_310_to_314_on_x86_64_and_aarch64():
     assert identifiers == expected
 
 
-def test_sdist_carries_c_sources_and_stubs_but_no_cython_output(tmp_path):
+def test_sdist_carries_c_sources_stubs_and_docs_but_no_cython_output(tmp_path):
     require_module("build")
     src = tmp_path / "src"
     # copy the tree so the build leaves nothing behind in the checkout
@@ -71,3 +71,9 @@ def test_sdist_carries_c_sources_and_stubs_but_no_cython_output(tmp_path):
     assert needed - names == set()
     generated = [n for n in names if n.startswith("fastnet/") and n.endswith(".c")]
     assert generated == []
+    # the tests run from an unpacked sdist: what they read besides the code must be there too
+    # (tests/test_examples_catalogue.py compares docs/examples.md with the catalogue)
+    docs = {f"docs/{name}" for name in os.listdir(os.path.join(ROOT, "docs")) if name.endswith(".md")}
+    assert "docs/examples.md" in docs and "docs/echo.md" in docs
+    assert docs - names == set()
+    assert "README.md" in names and "tests/conftest.py" in names
