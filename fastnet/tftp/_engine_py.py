@@ -166,37 +166,14 @@ class Session:
         return _recverr.refused(self._sock, self._peer)
 
     def _refused(self) -> int:
-        """The run is about to end as REFUSED (the peer's port is closed): first read, without
-        blocking, what is already queued on the socket.  A peer that leaves on purpose sends an
-        ERROR and then closes its socket; a packet of ours that crossed its ERROR meets the closed
-        port, and the ICMP error comes back (on loopback at once) and is reported by our next call
-        -- before the ERROR, which still waits in the receive queue.  The peer's ERROR is then the
-        outcome (STOP), as had it been read first; anything else queued is dropped."""
-        from . import codec
+        """The run is about to end as REFUSED (the peer's port is closed): a peer that said
+        goodbye with an ERROR first ends it on that ERROR (STOP) instead; see
+        :func:`fastnet.tftp._transfer.queued_error`."""
+        from ._transfer import queued_error_datagram
 
-        sock = self._sock
-        timeout = sock.gettimeout()
-        if timeout != 0.0:
-            sock.settimeout(0.0)  # with a Python-level timeout, recvfrom would wait for data first
-        try:
-            for _ in range(256):
-                try:
-                    data, addr = sock.recvfrom(65536)
-                except InterruptedError:
-                    continue
-                except OSError as exc:
-                    if exc.errno in _recverr.LATE_ERRNOS:
-                        continue  # another ICMP error, reported (and cleared) by this call: read on
-                    break  # BlockingIOError: nothing more is queued
-                if len(data) >= 4 and data[0] == 0 and data[1] == 5 and _same(addr, self._peer):
-                    try:
-                        codec.decode(data)
-                    except codec.DecodeError:
-                        continue
-                    return self._stop(data)
-        finally:
-            if timeout != 0.0:
-                sock.settimeout(timeout)
+        data = queued_error_datagram(self._sock, self._peer)
+        if data is not None:
+            return self._stop(data)
         self.outcome = REFUSED
         return REFUSED
 

@@ -24,6 +24,7 @@ from . import codec
 
 __all__ = [
     "queued_error",
+    "queued_error_datagram",
     "TransferStats",
     "BlockSource",
     "BlockSink",
@@ -297,9 +298,15 @@ def queued_error(sock: socket.socket, peer: tuple) -> Any:
     a packet of ours that crossed that ERROR meets the closed port, and the ICMP error comes back
     (on loopback at once) and is reported by our next call on the socket -- before the ERROR,
     which still waits in the receive queue.  The transfer ends on that ERROR then, as had it been
-    read first.  Whatever else is queued is dropped: the transfer is over.  (The transfer engine
-    does the same.)  Used by the server's sessions and by the client.
+    read first.  Whatever else is queued is dropped: the transfer is over.  (The C transfer
+    engine does the same.)  Used by the server's sessions, the client and the twin engine.
     """
+    data = queued_error_datagram(sock, peer)
+    return None if data is None else codec.decode(data)
+
+
+def queued_error_datagram(sock: socket.socket, peer: tuple) -> bytes | None:
+    """:func:`queued_error`, as the datagram (a well-formed ERROR from *peer*)."""
     try:
         timeout = sock.gettimeout()
     except OSError:  # closed
@@ -318,10 +325,10 @@ def queued_error(sock: socket.socket, peer: tuple) -> Any:
                 return None  # BlockingIOError: nothing more is queued
             if len(data) >= 4 and data[0] == 0 and data[1] == 5 and addr[1] == peer[1] and addr[0] == peer[0]:
                 try:
-                    packet = codec.decode(data)
+                    codec.decode(data)
                 except codec.DecodeError:
                     continue
-                return packet
+                return data
     finally:
         if timeout != 0.0:
             sock.settimeout(timeout)

@@ -205,14 +205,12 @@ def _rename_noreplace(src: str, dst: str) -> None:
     """``renameat2(RENAME_NOREPLACE)``: an atomic rename that fails with FileExistsError when
     *dst* exists; OSError(ENOSYS) where libc lacks it, EINVAL where the file system does."""
     global _renameat2
-    if _renameat2 is False:
-        import ctypes
+    import ctypes  # only here: the one file system call the os module lacks
 
+    if _renameat2 is False:
         _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     if _renameat2 is None:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS), dst)
-    import ctypes
-
     cwd = -100  # AT_FDCWD
     if _renameat2(cwd, os.fsencode(src), cwd, os.fsencode(dst), _RENAME_NOREPLACE) != 0:
         code = ctypes.get_errno()
