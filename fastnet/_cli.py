@@ -41,6 +41,7 @@ __all__ = [
     "format_address",
     "messages",
     "port_number",
+    "peer_port",
     "positive_seconds",
     "recv",
     "run",
@@ -164,15 +165,21 @@ def connect(address: tuple, timeout: float | None) -> socket.socket:
         raise _naming(exc, "cannot connect to", address) from None
 
 
-def port_number(text: str) -> int:
-    """argparse type for a port: 0 to 65535."""
+def port_number(text: str, lowest: int = 0) -> int:
+    """argparse type for a port: 0 (any free one, where a server binds) to 65535; *lowest* 1 for
+    the port a client sends to (see :func:`peer_port`)."""
     try:
         port = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be {lowest}-65535, not {port}")
     return port
+
+
+def peer_port(text: str) -> int:
+    """argparse type for the port a client sends to: 1 to 65535 (0 is nobody's)."""
+    return port_number(text, 1)
 
 
 def _float(text: str, what: str) -> float:

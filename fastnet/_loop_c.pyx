@@ -348,6 +348,7 @@ cdef class _Core:
         cdef uint32_t ev
         cdef uint64_t counter
         cdef object entry, ctx
+        cdef bint tcp
         cdef _FdEntry e
         cdef int epfd = self.epfd
         cdef epoll_event *events = self.events
@@ -375,20 +376,17 @@ cdef class _Core:
                     entry = <object><void *>data
                     if debug_loop is not None:
                         t0 = _monotonic()
-                    if type(entry) is _TCPTransport:
-                        ctx = (<_TCPTransport>entry)._context
-                        PyContext_Enter(ctx)
-                        try:
+                    tcp = type(entry) is _TCPTransport
+                    # the protocol's callbacks run in the transport's own context
+                    ctx = (<_TCPTransport>entry)._context if tcp else (<_UDPTransport>entry)._context
+                    PyContext_Enter(ctx)
+                    try:
+                        if tcp:
                             (<_TCPTransport>entry)._on_events(ev)
-                        finally:
-                            PyContext_Exit(ctx)
-                    else:
-                        ctx = (<_UDPTransport>entry)._context
-                        PyContext_Enter(ctx)
-                        try:
+                        else:
                             (<_UDPTransport>entry)._on_events(ev)
-                        finally:
-                            PyContext_Exit(ctx)
+                    finally:
+                        PyContext_Exit(ctx)
                     if debug_loop is not None:
                         dt = _monotonic() - t0
                         if dt >= debug_loop.slow_callback_duration:

@@ -15,6 +15,7 @@ def serve_echo(
     workers: int = ...,
     backlog: int = ...,
     ready: Callable[[tuple[str, int]], Any] | None = ...,
+    duration: float | None = ...,
 ) -> RelayStats: ...
 
 class EchoRelay(_PyEchoRelay): ...

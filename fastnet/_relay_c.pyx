@@ -40,15 +40,17 @@ def _serve_socket(sock, bint udp, int stop_fd, int signal_fd):
     )
 
 
-def serve_echo(host, port, *, udp=False, workers=1, backlog=DEFAULT_BACKLOG, ready=None):
+def serve_echo(host, port, *, udp=False, workers=1, backlog=DEFAULT_BACKLOG, ready=None, duration=None):
     """Echo every TCP byte (or UDP datagram) received on (host, port) until stopped.
 
     Blocks; SIGINT or SIGTERM (when called in the main thread) stop it, and it returns the
     :class:`RelayStats`.  *ready*, if given, is called with the bound ``(host, port)`` once the
     socket listens (so ``port=0`` works).  ``workers=N`` forks N processes sharing the port with
-    SO_REUSEPORT; a worker that dies is logged and restarted.
+    SO_REUSEPORT; a worker that dies is logged and restarted.  With *duration* it also stops by
+    itself that many seconds after it started serving, as on SIGTERM.
     """
-    return _relay_py._serve_echo(_serve_socket, host, port, udp=udp, workers=workers, backlog=backlog, ready=ready)
+    return _relay_py._serve_echo(_serve_socket, host, port, udp=udp, workers=workers, backlog=backlog, ready=ready,
+                                 duration=duration)
 
 
 class EchoRelay(_relay_py.EchoRelay):

@@ -508,15 +508,36 @@ def _serve_echo(
     workers: int = 1,
     backlog: int = DEFAULT_BACKLOG,
     ready: Callable[[tuple[str, int]], Any] | None = None,
+    duration: float | None = None,
 ) -> RelayStats:
-    runner = _Runner(loop, host, port, udp, workers, backlog)
+    if duration is not None and not duration > 0:
+        raise ValueError(f"duration must be a positive number of seconds, not {duration!r}")
+    # a duration longer than a timer can wait (about 292 years) is no bound at all
+    timer = None
+    stop_fd = -1
+    if duration is not None and duration < threading.TIMEOUT_MAX:
+        # the stop descriptor EchoRelay.stop() uses, made readable by a timer: the loop, or the
+        # supervisor of the workers, ends as on SIGTERM and returns the statistics
+        stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        timer = threading.Timer(duration, os.eventfd_write, (stop_fd, 1))
+        timer.daemon = True
     try:
-        with _signal_wakeup() as signal_fd:
-            if ready is not None:
-                ready(runner.address)
-            return runner.run(-1, signal_fd)
+        runner = _Runner(loop, host, port, udp, workers, backlog)
+        try:
+            with _signal_wakeup() as signal_fd:
+                if ready is not None:
+                    ready(runner.address)
+                if timer is not None:
+                    timer.start()  # counted from the moment it serves, when ready() has run
+                return runner.run(stop_fd, signal_fd)
+        finally:
+            runner.close()
     finally:
-        runner.close()
+        if timer is not None:
+            timer.cancel()
+            if timer.is_alive():
+                timer.join()
+            os.close(stop_fd)
 
 
 def serve_echo(
@@ -527,15 +548,18 @@ def serve_echo(
     workers: int = 1,
     backlog: int = DEFAULT_BACKLOG,
     ready: Callable[[tuple[str, int]], Any] | None = None,
+    duration: float | None = None,
 ) -> RelayStats:
     """Echo every TCP byte (or UDP datagram) received on (host, port) until stopped.
 
     Blocks; SIGINT or SIGTERM (when called in the main thread) stop it, and it returns the
     :class:`RelayStats`.  *ready*, if given, is called with the bound ``(host, port)`` once the
     socket listens (so ``port=0`` works).  ``workers=N`` forks N processes sharing the port with
-    SO_REUSEPORT; a worker that dies is logged and restarted.
+    SO_REUSEPORT; a worker that dies is logged and restarted.  With *duration* it also stops by
+    itself that many seconds after it started serving, as on SIGTERM.
     """
-    return _serve_echo(_serve_socket, host, port, udp=udp, workers=workers, backlog=backlog, ready=ready)
+    return _serve_echo(_serve_socket, host, port, udp=udp, workers=workers, backlog=backlog, ready=ready,
+                       duration=duration)
 
 
 class EchoRelay:

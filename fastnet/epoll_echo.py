@@ -59,48 +59,13 @@ def _stats_line(stats: Any) -> str:
 # ---------------------------------------------------------------------------- engine: relay
 
 
-def _bounded(duration: float | None) -> bool:
-    # a --duration longer than a timer can wait (about 292 years) is no bound at all
-    return duration is not None and duration < threading.TIMEOUT_MAX
-
-
-def _serve_relay_for(host: str, port: int, udp: bool, workers: int, ready, duration: float):
-    """``relay.serve_echo``, which also stops by itself after *duration* seconds.
-
-    The same runner serve_echo uses, given a stop descriptor (as ``relay.EchoRelay.stop`` gives
-    one) that a timer makes readable: the loop, or the supervisor of ``--workers``, ends as on
-    SIGTERM and returns the statistics."""
-    from fastnet import _relay_py, relay
-
-    stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-    timer = threading.Timer(duration, os.eventfd_write, (stop_fd, 1))
-    timer.daemon = True
-    try:
-        runner = _relay_py._Runner(relay.EchoRelay._loop, host, port, udp, workers, _relay_py.DEFAULT_BACKLOG)
-        try:
-            with _relay_py._signal_wakeup() as signal_fd:
-                ready(runner.address)
-                timer.start()  # counted from the start line, as the other examples count theirs
-                return runner.run(stop_fd, signal_fd)
-        finally:
-            runner.close()
-    finally:
-        timer.cancel()
-        if timer.is_alive():
-            timer.join()
-        os.close(stop_fd)
-
-
 def _run_relay(host: str, port: int, udp: bool, workers: int, duration: float | None = None) -> int:
     from fastnet import relay
 
     def ready(address):
         print(_start_line("udp" if udp else "tcp", address, "relay", relay.IMPLEMENTATION, workers), flush=True)
 
-    if _bounded(duration):
-        stats = _serve_relay_for(host, port, udp, workers, ready, duration)
-    else:
-        stats = relay.serve_echo(host, port, udp=udp, workers=workers, ready=ready)
+    stats = relay.serve_echo(host, port, udp=udp, workers=workers, ready=ready, duration=duration)
     print(_stats_line(stats), flush=True)
     return 0
 
@@ -216,7 +181,7 @@ async def _serve_loop(
         address = server.sockets[0].getsockname()
         closers = [server.close]
     print(_start_line("udp" if udp else "tcp", address, "loop", implementation, 1), flush=True)
-    if _bounded(duration):
+    if duration is not None and duration < threading.TIMEOUT_MAX:  # a longer one is no bound
         loop.call_later(duration, stop.set)
     try:
         await stop.wait()

@@ -252,6 +252,39 @@ def test_bad_arguments_raise_clearly(implementation):
             relay.EchoRelay("127.0.0.1", r.address[1]).start()  # in use
 
 
+@pytest.mark.parametrize("udp", [False, True])
+def test_serve_echo_stops_by_itself_after_its_duration(implementation, udp):
+    # serve_echo(duration=S): as on SIGTERM, S seconds after ready(), with the statistics (in a
+    # thread here: the timer, not a signal, must end it)
+    got = {}
+    bound = threading.Event()
+
+    def ready(address):
+        got["address"] = address
+        bound.set()
+
+    def serve():
+        started = time.monotonic()
+        got["stats"] = relay.serve_echo("127.0.0.1", 0, udp=udp, ready=ready, duration=0.5)
+        got["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert bound.wait(10)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(got["address"])
+        s.sendall(b"ping")
+        got["echo"] = s.recv(10)
+    thread.join(15)
+    assert not thread.is_alive()
+    assert got["echo"] == b"ping" and got["stats"].messages == 1 and got["stats"].bytes == 4
+    assert 0.5 <= got["seconds"] < 5
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError):
+            relay.serve_echo("127.0.0.1", 0, duration=bad)
+
+
 # ---------------------------------------------------------------------------- subprocess servers
 
 SERVE = """

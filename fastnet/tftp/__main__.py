@@ -19,7 +19,7 @@ import signal
 import sys
 from typing import Sequence
 
-from .._cli import port_number, positive_seconds, seconds, unbracket
+from .._cli import peer_port, port_number, positive_seconds, seconds, unbracket
 from . import client, codec
 from ._transfer import MAX_TIMEOUT, MAX_WINDOWSIZE, TransferStats
 from .errors import TftpError
@@ -108,25 +108,13 @@ def _timeout(text: str) -> float:
     return value
 
 
-def _server_port(text: str) -> int:
-    """argparse type: the port a client sends its request to: 1-65535 (0 is nobody's), one message
-    for every port out of that range."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {port}")
-    return port
-
-
 def _host(text: str) -> str:
     """argparse type: a host name or address; an IPv6 literal may come in brackets, as in a URL."""
     return unbracket(text)
 
 
 def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", "-P", type=_server_port, default=client.DEFAULT_PORT, help="server port (default 69)")
+    parser.add_argument("--port", "-P", type=peer_port, default=client.DEFAULT_PORT, help="server port (default 69)")
     parser.add_argument("--blksize", "-b", type=_int_range(codec.MIN_BLKSIZE, codec.MAX_BLKSIZE),
                         help=f"request this block size ({codec.MIN_BLKSIZE}..{codec.MAX_BLKSIZE})")
     parser.add_argument("--windowsize", "-w", type=_int_range(1, MAX_WINDOWSIZE),
@@ -288,10 +276,10 @@ def _transfer(args: argparse.Namespace) -> int:
 
 
 def _quiet_filter(record: logging.LogRecord) -> bool:
-    """``serve --quiet``: warnings and errors, and the ``tftp: serving ROOT on HOST:PORT`` line."""
-    if record.levelno >= logging.WARNING:
-        return True
-    return record.name == "fastnet.tftp" and str(record.msg).startswith("tftp: serving ")
+    """``serve --quiet``: warnings and errors, and the server's start line (which has the port)."""
+    from .server import START_LINE
+
+    return record.levelno >= logging.WARNING or record.msg is START_LINE
 
 
 def _serve(args: argparse.Namespace) -> int:

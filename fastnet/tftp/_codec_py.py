@@ -411,15 +411,6 @@ def _utf8(value: str, what: str) -> bytes:
         raise ValueError(f"{what} is not encodable as UTF-8") from None
 
 
-def _encode_text(value: object, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be str, not {type(value).__name__}")
-    raw = _utf8(value, what)
-    if b"\0" in raw:
-        raise ValueError(f"{what} contains a NUL byte")
-    return raw
-
-
 def _option_items(options: object) -> list:
     """The (name, value) pairs of *options* (None: none), every one of the right type."""
     if options is None:
@@ -540,7 +531,9 @@ def encode_error(code: int, message: str = "") -> bytes:
     if not isinstance(message, str):
         raise TypeError(f"error message must be str, not {type(message).__name__}")
     code = _uint16(code, "error code")
-    raw = _encode_text(message, "error message")
+    raw = _utf8(message, "error message")
+    if b"\0" in raw:
+        raise ValueError("error message contains a NUL byte")
     if len(raw) + 5 > _MAX_DATAGRAM:
         raise ValueError(f"ERROR packet of {len(raw) + 5} bytes exceeds {_MAX_DATAGRAM}")
     return _pack_HH(5, code) + raw + b"\0"

@@ -73,6 +73,8 @@ log = logging.getLogger("fastnet.tftp")
 access_log = logging.getLogger("fastnet.tftp.access")
 
 DEFAULT_PORT = 69
+#: The log line a server starts with (logger ``fastnet.tftp``); with port 0 it tells the port.
+START_LINE = "tftp: serving %s on %s (%s)"
 TEMP_PREFIX = ".fastnet-tftp-"
 TEMP_SUFFIX = ".part"
 _MAX_BACKOFF = 8.0
@@ -1088,7 +1090,7 @@ class TftpServer:
             raise
         self._listener, _ = await self._loop.create_datagram_endpoint(lambda: _Listener(self), sock=sock)
         self.port = sock.getsockname()[1]
-        log.info("tftp: serving %s on %s (%s)", self.root, format_address((self.host, self.port)),
+        log.info(START_LINE, self.root, format_address((self.host, self.port)),
                  "read-write" if self.allow_write else "read-only")
 
     async def serve_forever(self) -> None:

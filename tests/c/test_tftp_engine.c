@@ -592,6 +592,39 @@ static void one_round(int hostile, int rollover)
     free(e);
 }
 
+/* A lockstep 512-byte session between *esock* (IP_RECVERR on) and the peer at *peer_addr*, over
+ * *fd*, with a short timeout and retries enough for about 8 s; initialized. */
+static void peer_session(tftp_session *s, int sender, int esock, int fd, const struct sockaddr_in *peer_addr,
+                         uint32_t window)
+{
+    s->role = sender ? TFTP_ENGINE_SENDER : TFTP_ENGINE_RECEIVER;
+    s->flags = sender ? 0 : TFTP_ENGINE_FLAG_ACK_LAST;
+    s->sock = esock;
+    s->fd = fd;
+    memcpy(&s->peer, peer_addr, sizeof *peer_addr);
+    s->peer_len = sizeof *peer_addr;
+    s->blksize = 512;
+    s->window = window;
+    s->timeout = 0.05;
+    s->max_backoff = 4;
+    s->retries = 40; /* a timeout: about 8 s */
+    if (!sender) {
+        tftp_build_ack(s->first, 0);
+        s->first_len = 4;
+    }
+    if (tftp_session_init(s) < 0)
+        die("tftp_session_init");
+}
+
+/* Wait (at most 5 s) for the engine thread *th* of *e* to finish, then end it. */
+static void engine_join(engine_t *e, pthread_t th)
+{
+    for (int i = 0; i < 500 && !atomic_load(&e->finished); i++)
+        usleep(10000);
+    e->s.cancel = 1;
+    pthread_join(th, NULL);
+}
+
 /* The peer goes away in mid-transfer (its port closes): with IP_RECVERR the engine's next packet
  * to it draws a port unreachable, and the run must end REFUSED at once; its retries would take
  * seconds more. */
@@ -611,23 +644,7 @@ static void peer_gone_round(int sender)
         die("write");
 
     tftp_session *s = &e->s;
-    s->role = sender ? TFTP_ENGINE_SENDER : TFTP_ENGINE_RECEIVER;
-    s->flags = sender ? 0 : TFTP_ENGINE_FLAG_ACK_LAST;
-    s->sock = esock;
-    s->fd = fd;
-    memcpy(&s->peer, &peer_addr, sizeof peer_addr);
-    s->peer_len = sizeof peer_addr;
-    s->blksize = 512;
-    s->window = 1;
-    s->timeout = 0.05;
-    s->max_backoff = 4;
-    s->retries = 40; /* a timeout: about 8 s */
-    if (!sender) {
-        tftp_build_ack(s->first, 0);
-        s->first_len = 4;
-    }
-    if (tftp_session_init(s) < 0)
-        die("tftp_session_init");
+    peer_session(s, sender, esock, fd, &peer_addr, 1);
     double t0 = now_s();
     pthread_t th;
     if (pthread_create(&th, NULL, engine_main, e) != 0)
@@ -643,10 +660,7 @@ static void peer_gone_round(int sender)
         CHECK(n == 4 && buf[1] == TFTP_ACK && buf[3] == 1, "the peer got %zd bytes, not ACK 1", n);
     }
     close(peer);
-    for (int i = 0; i < 500 && !atomic_load(&e->finished); i++)
-        usleep(10000); /* at most 5 s */
-    s->cancel = 1;
-    pthread_join(th, NULL);
+    engine_join(e, th);
     double took = now_s() - t0;
     CHECK(s->outcome == TFTP_ENGINE_REFUSED, "peer gone, engine %s: outcome %s", sender ? "sends" : "receives",
           outcome_name(s->outcome));
@@ -691,31 +705,12 @@ static void peer_goodbye_round(int sender)
     close(peer);
 
     tftp_session *s = &e->s;
-    s->role = sender ? TFTP_ENGINE_SENDER : TFTP_ENGINE_RECEIVER;
-    s->flags = sender ? 0 : TFTP_ENGINE_FLAG_ACK_LAST;
-    s->sock = esock;
-    s->fd = fd;
-    memcpy(&s->peer, &peer_addr, sizeof peer_addr);
-    s->peer_len = sizeof peer_addr;
-    s->blksize = 512;
-    s->window = sender ? 4 : 1;
-    s->timeout = 0.05;
-    s->max_backoff = 4;
-    s->retries = 40; /* a timeout: about 8 s */
-    if (!sender) {
-        tftp_build_ack(s->first, 0);
-        s->first_len = 4;
-    }
-    if (tftp_session_init(s) < 0)
-        die("tftp_session_init");
+    peer_session(s, sender, esock, fd, &peer_addr, sender ? 4 : 1);
     double t0 = now_s();
     pthread_t th;
     if (pthread_create(&th, NULL, engine_main, e) != 0)
         die("pthread_create");
-    for (int i = 0; i < 500 && !atomic_load(&e->finished); i++)
-        usleep(10000); /* at most 5 s */
-    s->cancel = 1;
-    pthread_join(th, NULL);
+    engine_join(e, th);
     double took = now_s() - t0;
     CHECK(s->outcome == TFTP_ENGINE_STOP, "peer said goodbye, engine %s: outcome %s", sender ? "sends" : "receives",
           outcome_name(s->outcome));
