@@ -241,7 +241,7 @@ def add_address_options(parser: argparse.ArgumentParser, port: int, *, server: b
         parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
     parser.add_argument(
         "--port",
-        type=port_number,
+        type=port_number if server else peer_port,  # a client cannot send to port 0
         default=port,
         help="port (default: %(default)s, as in the notes" + ("; 0 picks a free one)" if server else ")"),
     )

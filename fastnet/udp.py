@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=LOOPBACK_BROADCAST,
         help="broadcast address (default: %(default)s, the loopback broadcast)",
     )
-    p.add_argument("--port", type=_cli.port_number, default=DEFAULT_PORT, help="destination port (default: %(default)s)")
+    p.add_argument("--port", type=_cli.peer_port, default=DEFAULT_PORT, help="destination port (default: %(default)s)")
     p.add_argument("-m", "--message", default=None, help="what to send (default: Hi)")
     _cli.add_bounds(p, count="N replies")
     p.set_defaults(handler=cmd_broadcast)

@@ -69,6 +69,15 @@ def test_ipv6_loopback_works_too(impl_env):
         assert echo.wait() == 0
 
 
+@pytest.mark.parametrize("argv", [("fastnet.udp", "client"), ("fastnet.udp", "broadcast"), ("fastnet.tcp", "client"),
+                                  ("fastnet.tcp", "chat-client")])
+def test_a_client_cannot_be_sent_to_port_0(impl_env, argv):
+    # 0 means "any free port" where a server binds; where a client sends, it is nobody's
+    result = run_example(impl_env, *argv, "--port", "0", "-m", "x")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1].endswith("error: argument --port: port must be 1-65535, not 0")
+
+
 def test_a_bad_address_is_a_one_line_error(impl_env):
     result = run_example(impl_env, "fastnet.servers", "epoll", "--port", "99999")
     assert result.returncode == 2  # argparse: usage, then the reason
