@@ -347,6 +347,44 @@ def test_receiver_stops_on_data_longer_than_the_blksize(pair, tmp_path, length):
     assert receiver.blocks == 1
 
 
+def test_receiver_acks_a_block_before_writing_it_but_the_last_block_after(pair):
+    """Write-behind, as tftpd-hpa does: the ACK of a full block goes out before the block is
+    written, so that the sender's next block is on its way while it is.  The last block is
+    written before its ACK (an ACKed transfer is complete).  The file is a pipe that holds one
+    page, so no block can be written until the test reads it."""
+    import fcntl
+    import os
+    import select
+
+    a, b = pair
+    a.settimeout(5)
+    blksize = 16384
+    first, last = b"1" * blksize, b"2" * 10000  # each more than the pipe holds
+    rd, wr = os.pipe()
+    try:
+        fcntl.fcntl(wr, 1031, 4096)  # F_SETPIPE_SZ: one page
+        receiver = engine.Session(engine.RECEIVER, b, wr, a.getsockname(), blksize=blksize, windowsize=1,
+                                  timeout=5.0, retries=3, ack_last=True)
+        future = _run_in_thread(receiver)
+        a.sendto(codec.encode_data(1, first), b.getsockname())
+        assert codec.decode(a.recvfrom(100)[0]) == codec.Ack(1)  # block 1 cannot be in the pipe yet
+        a.sendto(codec.encode_data(2, last), b.getsockname())
+        a.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            a.recvfrom(100)  # the last block is not ACKed before it is written
+        got = b""
+        while len(got) < len(first + last) and select.select([rd], [], [], 5)[0]:
+            got += os.read(rd, 65536)
+        a.settimeout(5)
+        assert codec.decode(a.recvfrom(100)[0]) == codec.Ack(2)
+        assert future.result(30) == engine.DONE
+        receiver.close()
+    finally:
+        os.close(rd)
+        os.close(wr)
+    assert got == first + last
+
+
 def test_progress_is_reported_from_inside_the_engine(root, tmp_path):
     data = fill(str(root / "f.bin"), 300_000)
     seen = []
