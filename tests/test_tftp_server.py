@@ -87,6 +87,81 @@ def test_symlink_leaving_the_root_is_refused_but_one_inside_is_served(root, tmp_
         assert get(server.port, "alias") == data
 
 
+def _swap_for_symlink(path, to) -> None:
+    """What someone who can write inside the root does between the server's check and its open:
+    *path* moves aside (to *path*.old) and a symbolic link to *to* takes its name."""
+    os.rename(path, str(path) + ".old")
+    os.symlink(to, path)
+
+
+def _lose_the_race(monkeypatch, path, to) -> None:
+    """The server checks the request's path, then loses the race: the swap happens right after."""
+    from fastnet.tftp import server as server_module
+
+    checked = server_module.resolve_path
+
+    def resolve_then_swap(root, name):
+        real = checked(root, name)
+        _swap_for_symlink(path, to)
+        return real
+
+    monkeypatch.setattr(server_module, "resolve_path", resolve_then_swap)
+
+
+@pytest.mark.parametrize("swapped", ["directory", "file"])
+def test_a_symlink_swapped_in_after_the_check_is_not_followed_on_read(root, tmp_path, monkeypatch, swapped):
+    # resolve_path() sees a plain path under the root; before the server opens it, a directory
+    # on it (or the file itself) becomes a symbolic link out of the root.  The open follows no link.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.bin").write_bytes(b"secret")
+    (root / "sub").mkdir()
+    fill(str(root / "sub" / "f.bin"), 100)
+    if swapped == "directory":
+        _lose_the_race(monkeypatch, root / "sub", outside)
+    else:
+        _lose_the_race(monkeypatch, root / "sub" / "f.bin", outside / "f.bin")
+    with fastnet_server(str(root)) as server:
+        error = fetch_error(server.port, "sub/f.bin")
+    assert (error.code, error.message) == (2, "path changed while it was opened")
+
+
+def test_a_symlink_swapped_in_after_the_check_is_not_followed_on_write(root, tmp_path, monkeypatch):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "sub").mkdir()
+    src = tmp_path / "up.bin"
+    fill(str(src), 3000)
+    _lose_the_race(monkeypatch, root / "sub", outside)
+    with fastnet_server(str(root), allow_write=True) as server:
+        with pytest.raises(TftpRemoteError) as info:
+            client.upload("127.0.0.1", str(src), "sub/up.bin", port=server.port, timeout=0.5)
+    assert (info.value.code, info.value.message) == (2, "path changed while it was opened")
+    assert os.listdir(outside) == []
+
+
+@pytest.mark.parametrize("mode", ["octet", "netascii"])  # the engine's session, the per-packet one
+def test_an_upload_stays_in_its_directory_when_the_directory_is_swapped_for_a_symlink(root, tmp_path, mode):
+    # The swap comes after the upload began: the upload is written and put in place in the
+    # directory it was accepted in (now sub.old), never through the link.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "sub").mkdir()
+    with fastnet_server(str(root), allow_write=True) as server, RawPeer() as peer:
+        peer.send(codec.encode_wrq("sub/up.bin", mode), server.port)
+        ack, tid = peer.recv()
+        assert ack == codec.Ack(0)
+        peer.send(codec.encode_data(1, b"a" * 512), tid)
+        assert peer.recv()[0] == codec.Ack(1)
+        _swap_for_symlink(root / "sub", outside)
+        peer.send(codec.encode_data(2, b"b" * 10), tid)
+        assert peer.recv()[0] == codec.Ack(2)
+        assert _sessions_end(server)
+    assert (root / "sub.old" / "up.bin").read_bytes() == b"a" * 512 + b"b" * 10
+    assert os.listdir(outside) == []
+    assert leftovers(str(root / "sub.old")) == []
+
+
 def test_directories_fifos_and_devices_are_never_served(root):
     (root / "dir").mkdir()
     os.mkfifo(root / "fifo")

@@ -109,29 +109,46 @@ def _umask() -> int:
     return mask
 
 
-def temp_beside(final: str, prefix: str, suffix: str = ".part") -> tuple[int, str]:
+def temp_beside(final: str, prefix: str, suffix: str = ".part", *, dir_fd: int | None = None) -> tuple[int, str]:
     """(descriptor, path) of a new temporary file in *final*'s directory, to be renamed onto
-    *final* once complete.
+    *final* once complete.  With *dir_fd*, *final* is a name in that open directory and the
+    temporary file is made there (the path returned is its name in it), wherever the directory
+    has been moved or whatever its path now leads to.
 
     mkstemp() creates it 0600, which the rename would carry over: it gets instead the permission
     bits of the regular file it is to replace, or else those a new file would get (0666 less the
     umask), as when a download or upload writes *final* directly.
     """
     try:
-        st = os.stat(final)
+        st = os.stat(final, dir_fd=dir_fd)
         mode = stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
     except OSError:
         mode = None
     if mode is None:
         mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(final) or ".", prefix=prefix, suffix=suffix)
+    if dir_fd is None:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(final) or ".", prefix=prefix, suffix=suffix)
+    else:
+        fd, tmp = _mkstemp_at(dir_fd, prefix, suffix)
     try:
         os.fchmod(fd, mode)
     except BaseException:
         os.close(fd)
-        os.unlink(tmp)
+        os.unlink(tmp, dir_fd=dir_fd)
         raise
     return fd, tmp
+
+
+def _mkstemp_at(dir_fd: int, prefix: str, suffix: str) -> tuple[int, str]:
+    """mkstemp() in an open directory: O_CREAT | O_EXCL, which never follows a symbolic link."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        name = prefix + os.urandom(6).hex() + suffix
+        try:
+            return os.open(name, flags, 0o600, dir_fd=dir_fd), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", prefix + suffix)
 
 
 def fit_window(sock: socket.socket, blksize: int, window: int) -> int:

@@ -134,6 +134,39 @@ def resolve_path(root: str, name: str) -> str:
     return real
 
 
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_PATH = getattr(os, "O_PATH", os.O_RDONLY)
+
+
+def open_beneath(root: str, path: str, flags: int) -> int:
+    """Open *path*, a real path under *root* as :func:`resolve_path` gives it, with *flags*,
+    one component at a time from *root* and following no symbolic link.
+
+    resolve_path() checks a name; the open comes after.  Someone who can write inside the root
+    could swap a directory or the file for a symbolic link to ``/etc`` in between, and a plain
+    open() of the checked path would follow it.  Here each component is opened in the one
+    before it with ``O_NOFOLLOW``: a link put there since the check fails the open (ELOOP or
+    ENOTDIR), whatever it points to."""
+    rel = path[len(root):].strip("/") if path != root else ""
+    parts = rel.split("/") if rel else []
+    walk = _O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | _O_CLOEXEC
+    fd = os.open(root, (flags | os.O_NOFOLLOW | _O_CLOEXEC) if not parts else walk)
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        try:
+            nxt = os.open(part, (flags | os.O_NOFOLLOW | _O_CLOEXEC) if last else walk, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = nxt
+    return fd
+
+
+def _changed(exc: OSError) -> bool:
+    """Whether open_beneath() met a symbolic link (or a file where a directory was) that the
+    checks just before did not see: the path changed under the request."""
+    return exc.errno in (errno.ELOOP, errno.ENOTDIR)
+
+
 def _negotiate(
     server: "TftpServer", options: dict[str, str], is_read: bool, netascii: bool, size: int | None, directory: str
 ) -> tuple[dict[str, int], int, int, float]:
@@ -184,12 +217,12 @@ def _negotiate(
     return accepted, blksize, window, timeout
 
 
-def _discard(tmp: str) -> None:
+def _discard(tmp: str, dir_fd: int) -> None:
     """Remove an upload's temporary file (one not to be committed, or the second name of one
     that was).  A failure (its directory made read-only meanwhile, say) is logged, not raised:
     the session must still end, log its line and give its slot back."""
     try:
-        os.unlink(tmp)
+        os.unlink(tmp, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
     except OSError as exc:
@@ -203,9 +236,10 @@ _RENAME_NOREPLACE = 1
 _renameat2: Any = False  # libc's renameat2, looked up on first use; None where there is none
 
 
-def _rename_noreplace(src: str, dst: str) -> None:
-    """``renameat2(RENAME_NOREPLACE)``: an atomic rename that fails with FileExistsError when
-    *dst* exists; OSError(ENOSYS) where libc lacks it, EINVAL where the file system does."""
+def _rename_noreplace(src: str, dst: str, dir_fd: int) -> None:
+    """``renameat2(RENAME_NOREPLACE)`` of two names in *dir_fd*: an atomic rename that fails with
+    FileExistsError when *dst* exists; OSError(ENOSYS) where libc lacks it, EINVAL where the file
+    system does."""
     global _renameat2
     import ctypes  # only here: the one file system call the os module lacks
 
@@ -213,42 +247,82 @@ def _rename_noreplace(src: str, dst: str) -> None:
         _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     if _renameat2 is None:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS), dst)
-    cwd = -100  # AT_FDCWD
-    if _renameat2(cwd, os.fsencode(src), cwd, os.fsencode(dst), _RENAME_NOREPLACE) != 0:
+    if _renameat2(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), _RENAME_NOREPLACE) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), dst)
 
 
-def _commit_upload(tmp: str, target: str, overwrite: bool) -> None:
-    """Put a complete upload in place: *tmp* becomes *target* (atomically, so a reader sees the
-    old file or the new one); without *overwrite*, :class:`_Refused` if *target* exists.
+def _commit_upload(tmp: str, target: str, overwrite: bool, dir_fd: int) -> None:
+    """Put a complete upload in place: *tmp* becomes *target*, both names in the directory
+    *dir_fd* (atomically, so a reader sees the old file or the new one); without *overwrite*,
+    :class:`_Refused` if *target* exists.
 
     "Create only if absent" is a hard link, then the temporary name's removal.  On a file system
     without hard links it is ``renameat2(RENAME_NOREPLACE)``, and where that is unsupported too,
     a check for *target* and then a rename (a file created between the two is replaced)."""
+    at = {"src_dir_fd": dir_fd, "dst_dir_fd": dir_fd}
     if overwrite:
-        os.replace(tmp, target)
+        os.replace(tmp, target, **at)
         return
     try:
-        os.link(tmp, target)
+        os.link(tmp, target, **at, follow_symlinks=False)
     except FileExistsError:
         raise _Refused(6, "file already exists") from None
     except OSError as exc:
         if exc.errno not in _NO_HARD_LINK:
             raise
     else:
-        _discard(tmp)  # the upload is in place: a second name left behind is litter, not a failure
+        _discard(tmp, dir_fd)  # the upload is in place: a second name left behind is litter, not a failure
         return
     try:
-        _rename_noreplace(tmp, target)
+        _rename_noreplace(tmp, target, dir_fd)
     except FileExistsError:
         raise _Refused(6, "file already exists") from None
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
             raise
-        if os.path.lexists(target):
+        try:
+            os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.rename(tmp, target, **at)
+        else:
             raise _Refused(6, "file already exists") from None
-        os.rename(tmp, target)
+
+
+class _Upload:
+    """Where an upload goes: its directory, held open from the checks to the commit, and in it
+    the temporary file and the target's name.  Made and renamed relative to the open directory,
+    the upload stays under the root even if a directory on its path is swapped for a symbolic
+    link while it runs (see :func:`open_beneath`)."""
+
+    def __init__(self, dir_fd: int, name: str, overwrite: bool) -> None:
+        self.dir_fd = dir_fd  # this object owns it from here on (close())
+        self.name = name
+        self._overwrite = overwrite
+        self.committed = False
+        self.tmp = ""
+        self.fd = -1  # the temporary file's, until a session takes it (and sets this to -1)
+        try:
+            self.fd, self.tmp = temp_beside(name, TEMP_PREFIX, TEMP_SUFFIX, dir_fd=dir_fd)
+        except BaseException:
+            self.close()
+            raise
+
+    def commit(self) -> None:
+        _commit_upload(self.tmp, self.name, self._overwrite, self.dir_fd)
+        self.committed = True
+
+    def close(self) -> None:
+        """Remove the temporary file unless committed; let go of the directory.  Once."""
+        if self.dir_fd < 0:
+            return
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if not self.committed and self.tmp:
+            _discard(self.tmp, self.dir_fd)
+        os.close(self.dir_fd)
+        self.dir_fd = -1
 
 
 class _SessionCommon:
@@ -653,11 +727,11 @@ class _ReadSession(_Session):
 class _WriteSession(_Session):
     """WRQ: the server receives DATA into a temporary file and renames it into place at the end."""
 
-    def __init__(self, server, peer, key, stats, sock, target, blksize, window, timeout, netascii, oack) -> None:
+    def __init__(self, server, peer, key, stats, sock, upload, blksize, window, timeout, netascii, oack) -> None:
         super().__init__(server, peer, key, stats, sock)
-        self._target = target
-        fd, self._tmp = temp_beside(target, TEMP_PREFIX, TEMP_SUFFIX)
-        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._upload = upload
+        self._file = os.fdopen(upload.fd, "wb", buffering=1 << 20)
+        upload.fd = -1  # the file object closes it
         self._sink = BlockSink(self._file, netascii=netascii)
         self._blksize = blksize
         self._window = window
@@ -669,7 +743,6 @@ class _WriteSession(_Session):
         self._last_sent = codec.encode_ack(0)
         self._Data = codec.Data
         self._encode_ack = codec.encode_ack
-        self._committed = False
 
     def begin(self) -> None:
         self._send(self._oack if self._oack is not None else self._last_sent)
@@ -744,7 +817,7 @@ class _WriteSession(_Session):
         try:
             self._sink.finish()
             self._file.close()
-            self._commit()
+            self._upload.commit()
         except _Refused as exc:
             self.finish(f"refused: {exc.message}", exc.code, exc.message)
             return
@@ -758,19 +831,15 @@ class _WriteSession(_Session):
         self.finish("ok")
         self._start_dally()
 
-    def _commit(self) -> None:
-        _commit_upload(self._tmp, self._target, self._server.allow_overwrite)
-        self._committed = True
-
     def cleanup(self, ok: bool) -> None:
         self.stats.bytes = self._sink.bytes_written
         self.stats.blocks = self._expected - 1
-        if not self._committed:
+        if not self._upload.committed:
             try:
                 self._file.close()
             except OSError:
                 pass
-            _discard(self._tmp)
+        self._upload.close()
 
 
 class _EngineSession(_SessionCommon):
@@ -782,7 +851,7 @@ class _EngineSession(_SessionCommon):
     (C: with the GIL released) and :meth:`abort` cancels it from the loop.
     """
 
-    def __init__(self, server, peer, key, stats, sock, is_read, fileobj, target, blksize, window, timeout, oack) -> None:
+    def __init__(self, server, peer, key, stats, sock, is_read, handle, blksize, window, timeout, oack) -> None:
         self._server = server
         self._loop = server._loop
         self._peer = peer
@@ -790,8 +859,8 @@ class _EngineSession(_SessionCommon):
         self._sock = sock
         self.stats = stats
         self._is_read = is_read
-        self._file = fileobj
-        self._target = target
+        self._file = handle if is_read else None  # the file of a read, the _Upload of a write
+        self._upload: _Upload | None = None if is_read else handle
         self._blksize = blksize
         self._window = window
         self._timeout = timeout
@@ -800,8 +869,6 @@ class _EngineSession(_SessionCommon):
         self._abort_message: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._reading = False
-        self._committed = False
-        self._tmp: str | None = None
         self._fd = -1
         self._final_ack = b""
         self._last_block = 0
@@ -809,9 +876,9 @@ class _EngineSession(_SessionCommon):
         self.dallying = False
         self._started = self._loop.time()
         if is_read:
-            self._fd = fileobj.fileno()
+            self._fd = handle.fileno()
         else:
-            self._fd, self._tmp = temp_beside(target, TEMP_PREFIX, TEMP_SUFFIX)
+            self._fd, handle.fd = handle.fd, -1  # closed by cleanup() or _complete()
 
     def start(self) -> None:
         try:
@@ -886,7 +953,8 @@ class _EngineSession(_SessionCommon):
         try:
             fd, self._fd = self._fd, -1
             os.close(fd)
-            self._commit()
+            assert self._upload is not None
+            self._upload.commit()
         except _Refused as exc:
             self.finish(f"refused: {exc.message}", exc.code, exc.message)
             return
@@ -903,11 +971,6 @@ class _EngineSession(_SessionCommon):
         self._loop.add_reader(self._sock.fileno(), self._dally_read)
         self._reading = True
         self._start_dally()
-
-    def _commit(self) -> None:
-        assert self._tmp is not None
-        _commit_upload(self._tmp, self._target, self._server.allow_overwrite)
-        self._committed = True
 
     def _dally_read(self) -> None:
         for _ in range(16):
@@ -959,8 +1022,8 @@ class _EngineSession(_SessionCommon):
             except OSError:
                 pass
             self._fd = -1
-        if not self._committed and self._tmp is not None:
-            _discard(self._tmp)
+        if self._upload is not None:
+            self._upload.close()
 
     def close_transport(self) -> None:
         self._server._dallying.discard(self)
@@ -1324,32 +1387,44 @@ class TftpServer:
                 fileobj.close()
                 raise
         else:
-            self._check_write(path)
-            accepted, blksize, window, timeout = _negotiate(self, request.options, False, netascii, None, directory)
-            if window > 1:
-                # the client sends a window at a time: the transfer socket must queue all of it,
-                # or a smaller window is answered (RFC 7440 lets the server lower it)
-                window = fit_window(sock, blksize, window)
-                accepted["windowsize"] = window
+            dir_fd = self._check_write(path)
+            try:
+                accepted, blksize, window, timeout = _negotiate(self, request.options, False, netascii, None, directory)
+            except BaseException:
+                os.close(dir_fd)
+                raise
+            try:
+                upload = _Upload(dir_fd, os.path.basename(path), self.allow_overwrite)  # owns dir_fd
+            except OSError as exc:
+                raise _refusal(exc, "cannot create the file", 0) from None
+        handle = fileobj if is_read else upload
+        try:
+            return self._session(request, is_read, netascii, addr, key, sock, handle, size if is_read else None,
+                                 accepted, blksize, window, timeout)
+        except BaseException as exc:
+            handle.close()
+            if isinstance(exc, OSError):
+                raise _refusal(exc, "cannot read the file" if is_read else "cannot create the file", 0) from None
+            raise
+
+    def _session(self, request, is_read, netascii, addr, key, sock, handle, size, accepted, blksize, window,
+                 timeout) -> Any:
+        """The session of a checked request; *handle* is the open file of a read, the _Upload of a write."""
+        if not is_read and window > 1:
+            # the client sends a window at a time: the transfer socket must queue all of it,
+            # or a smaller window is answered (RFC 7440 lets the server lower it)
+            window = fit_window(sock, blksize, window)
+            accepted["windowsize"] = window
         stats = TransferStats(
-            filename=name, direction=direction_of(is_read), peer=addr, blksize=blksize, windowsize=window,
-            options=dict(accepted), total=size if is_read else None,
+            filename=request.filename, direction=direction_of(is_read), peer=addr, blksize=blksize,
+            windowsize=window, options=dict(accepted), total=size,
         )
         oack = codec.encode_oack(accepted) if accepted else None
         if not netascii and engine.enabled() and (oack is None or len(oack) <= engine.FIRST_MAX):
-            try:
-                return _EngineSession(self, addr, key, stats, sock, is_read, fileobj if is_read else None,
-                                      path, blksize, window, timeout, oack)
-            except OSError as exc:
-                if is_read:
-                    fileobj.close()
-                raise _refusal(exc, "cannot create the file", 0) from None
+            return _EngineSession(self, addr, key, stats, sock, is_read, handle, blksize, window, timeout, oack)
         if is_read:
-            return _ReadSession(self, addr, key, stats, sock, fileobj, blksize, window, timeout, netascii, oack)
-        try:
-            return _WriteSession(self, addr, key, stats, sock, path, blksize, window, timeout, netascii, oack)
-        except OSError as exc:
-            raise _refusal(exc, "cannot create the file", 0) from None
+            return _ReadSession(self, addr, key, stats, sock, handle, blksize, window, timeout, netascii, oack)
+        return _WriteSession(self, addr, key, stats, sock, handle, blksize, window, timeout, netascii, oack)
 
     def _open_for_read(self, path: str) -> tuple[Any, int]:
         try:
@@ -1361,10 +1436,12 @@ class TftpServer:
         if not stat.S_ISREG(st.st_mode):
             raise _Refused(2, "not a regular file")
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+            fd = open_beneath(self.root, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         except FileNotFoundError:
             raise _Refused(1, "file not found") from None
         except OSError as exc:
+            if _changed(exc):
+                raise _Refused(2, "path changed while it was opened") from None
             raise _refusal(exc, "cannot read the file", 2) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # swapped between stat and open
@@ -1372,13 +1449,16 @@ class TftpServer:
             raise _Refused(2, "not a regular file")
         return open(fd, "rb", buffering=0), st.st_size
 
-    def _check_write(self, path: str) -> None:
+    def _check_write(self, path: str) -> int:
+        """The directory an upload to *path* goes to, open (see :class:`_Upload`); :class:`_Refused`
+        if it may not go there."""
         if not self.allow_write:
             raise _Refused(2, "writing is disabled on this server")
+        directory, name = os.path.split(path)
         # any other failure (a name too long, a symlink loop, a directory nobody may search) is
         # refused as a read of the same name is (_open_for_read)
         try:
-            st = os.stat(os.path.dirname(path))
+            st = os.stat(directory)
         except (FileNotFoundError, NotADirectoryError):
             raise _Refused(1, "directory not found") from None
         except OSError as exc:
@@ -1386,15 +1466,27 @@ class TftpServer:
         if not stat.S_ISDIR(st.st_mode):
             raise _Refused(1, "directory not found")
         try:
-            st = os.stat(path)
+            dir_fd = open_beneath(self.root, directory, _O_PATH | os.O_DIRECTORY)
         except FileNotFoundError:
-            return
+            raise _Refused(1, "directory not found") from None
         except OSError as exc:
+            if _changed(exc):
+                raise _Refused(2, "path changed while it was opened") from None
+            raise _refusal(exc, "cannot write the file", 2) from None
+        try:
+            st = os.stat(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return dir_fd
+        except OSError as exc:
+            os.close(dir_fd)
             raise _refusal(exc, "cannot write the file", 2) from None
         if not stat.S_ISREG(st.st_mode):
+            os.close(dir_fd)
             raise _Refused(2, "not a regular file")
         if not self.allow_overwrite:
+            os.close(dir_fd)
             raise _Refused(6, "file already exists")
+        return dir_fd
 
 
 _DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
