@@ -1429,7 +1429,7 @@ class TftpServer:
     def _open_for_read(self, path: str) -> tuple[Any, int]:
         try:
             st = os.stat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # "f.bin/x": no such file, as a WRQ says
             raise _Refused(1, "file not found") from None
         except OSError as exc:
             raise _refusal(exc, "cannot read the file", 2) from None
