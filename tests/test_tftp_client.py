@@ -426,6 +426,24 @@ def test_a_download_the_disk_cannot_hold_ends_with_error_3_to_the_server(tmp_pat
     assert os.listdir(out.parent) == []
 
 
+def test_a_download_larger_than_the_free_space_is_refused_before_its_first_block(tmp_path, pool):
+    # the server's OACK says how large the file is (tsize): more than the disk holds is the same
+    # OSError as a disk that fills up during the transfer, and the server hears ERROR 3 at once
+    out = tmp_path / "dl" / "f"
+    out.parent.mkdir()
+    with FakeServer() as server:
+        future = pool.submit(client.download, "127.0.0.1", "f", str(out), port=server.port, timeout=5)
+        assert server.request() == codec.ReadRequest("f", "octet", {"tsize": "0"})
+        server.send(codec.encode_oack({"tsize": 10**18}))
+        answer = server.recv()
+        with pytest.raises(OSError) as failure:
+            future.result(10)
+    assert answer == codec.Error(3, "disk full or allocation exceeded")
+    assert failure.value.errno == errno.ENOSPC and failure.value.filename == str(out.parent)
+    assert "not enough free space for 1000000000000000000 bytes" in str(failure.value)
+    assert os.listdir(out.parent) == []
+
+
 class _FailingReader(io.BytesIO):
     """A file object whose device fails after its first 512 bytes."""
 

@@ -25,6 +25,7 @@ file objects without a descriptor stay on the per-packet Python loop below.
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
@@ -777,9 +778,9 @@ def _receive(
             window = stats.windowsize
             if stats.total is not None and tmp_path is not None:
                 directory = os.path.dirname(tmp_path)
-                if stats.total > free_space(directory):
-                    _send_error(sock, peer, 3, "not enough space on the client")
-                    raise TftpError(f"not enough free space in {directory} for {stats.total} bytes", 3)
+                if stats.total > free_space(directory):  # a full disk before the first block:
+                    # an OSError, as one during the transfer is; the server hears ERROR 3 (_abandon)
+                    raise OSError(errno.ENOSPC, f"not enough free space for {stats.total} bytes", directory)
             last_sent = encode_ack(0)
             sendto(last_sent, peer)
             sent_at = monotonic()
