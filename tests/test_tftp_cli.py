@@ -15,7 +15,7 @@ import time
 
 import pytest
 from conftest import free_port, require_ipv6_loopback
-from tftp_helpers import fastnet_server, fill, wait_for_tftp
+from tftp_helpers import RawPeer, fastnet_server, fill, wait_for_tftp
 
 from fastnet.tftp import __main__ as cli_main
 from fastnet.tftp import client, codec
@@ -179,6 +179,38 @@ def test_serve_quiet_still_prints_the_start_line_with_the_chosen_port(root, tmp_
     assert proc.returncode == 0, err
     assert out == b""
     assert err == b""  # quiet otherwise: no access log line, no "stopped"
+
+
+def test_serve_limits_per_client_and_window_from_the_command_line(root, impl_env):
+    fill(str(root / "f.bin"), 100_000)
+    proc = subprocess.Popen([sys.executable, "-m", "fastnet.tftp", "serve", str(root), "--port", "0", "--quiet",
+                             "--grace", "0", "--max-per-client", "1", "--max-windowsize", "4",
+                             "--max-window-bytes", "2048"], env=impl_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    watchdog = threading.Timer(30, proc.kill)
+    watchdog.start()
+    try:
+        first = proc.stderr.readline().decode()
+        port = int(re.search(r"on 127\.0\.0\.1:(\d+) ", first).group(1))
+        with RawPeer() as one, RawPeer() as two, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            one.send(codec.encode_rrq("f.bin", options={"blksize": 256, "windowsize": 16}), port)
+            by_count, _ = one.recv()  # 4 at most (4 x 256 bytes is within 2048)
+            two.send(codec.encode_rrq("f.bin", options={"blksize": 256}), port)
+            refused, _ = two.recv()  # the same address, a second transfer
+            other.bind(("127.0.0.2", 0))
+            other.settimeout(5)
+            other.sendto(codec.encode_rrq("f.bin", options={"blksize": 1024, "windowsize": 16}), ("127.0.0.1", port))
+            by_bytes = codec.decode(other.recvfrom(1000)[0])  # 2048 bytes at most: 2 x 1024
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert by_count == codec.OptionAck({"blksize": "256", "windowsize": "4"})
+    assert by_bytes == codec.OptionAck({"blksize": "1024", "windowsize": "2"})
+    assert refused == codec.Error(0, "server busy: too many transfers from your address, try again later")
 
 
 def test_serve_help_says_quiet_keeps_the_start_line():

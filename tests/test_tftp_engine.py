@@ -259,7 +259,7 @@ def test_many_concurrent_transfers_in_both_directions(root, tmp_path, caplog):
     def upload(i, name):
         return client.upload("127.0.0.1", str(tmp_path / name), name, port=server.port, timeout=2.0, **options[i % 4])
 
-    with fastnet_server(str(root), allow_write=True, max_sessions=32) as server:
+    with fastnet_server(str(root), allow_write=True, max_sessions=32, max_sessions_per_client=32) as server:
         with concurrent.futures.ThreadPoolExecutor(24) as pool:
             downs = {name: pool.submit(download, i, name) for i, name in enumerate(files)}
             ups = {name: pool.submit(upload, i, name) for i, name in enumerate(uploads)}

@@ -816,6 +816,79 @@ def test_sessions_beyond_max_sessions_are_refused(root):
         assert len(get(server.port, "f.bin")) == 5000
 
 
+def _from(host: str) -> socket.socket:
+    """A UDP socket of another client, on another loopback address."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.settimeout(5)
+    return sock
+
+
+def test_one_client_address_gets_at_most_max_sessions_per_client(root):
+    fill(str(root / "f.bin"), 5000)
+    with fastnet_server(str(root), max_sessions=8, max_sessions_per_client=2, timeout=5.0) as server, \
+            RawPeer() as a1, RawPeer() as a2, RawPeer() as a3, _from("127.0.0.2") as other:
+        for peer in (a1, a2):  # two transfers from 127.0.0.1, their clients silent
+            peer.send(codec.encode_rrq("f.bin"), server.port)
+            assert peer.recv()[0].block == 1
+        a3.send(codec.encode_rrq("f.bin"), server.port)  # a third from the same address
+        refusal, _ = a3.recv()
+        other.sendto(codec.encode_rrq("f.bin"), ("127.0.0.1", server.port))  # another address
+        served = codec.decode(other.recvfrom(1000)[0])
+    assert refusal == codec.Error(0, "server busy: too many transfers from your address, try again later")
+    assert type(served) is codec.Data and served.block == 1
+
+
+def test_a_full_server_gives_the_slot_of_a_client_that_never_answered_to_a_new_one(root):
+    # Requests from forged addresses (or clients gone before their first ACK) held every slot
+    # until their retries ran out (31 s, or over 2 hours with the timeout option at 255), and
+    # every other client was refused meanwhile.  Now the oldest silent one makes room.
+    fill(str(root / "f.bin"), 5000)
+    with fastnet_server(str(root), max_sessions=2, timeout=0.3, retries=10) as server, \
+            RawPeer() as silent, RawPeer() as live, _from("127.0.0.2") as newcomer:
+        silent.send(codec.encode_rrq("f.bin"), server.port)
+        assert silent.recv()[0].block == 1
+        live.send(codec.encode_rrq("f.bin"), server.port)
+        data, tid = live.recv()
+        live.send(codec.encode_ack(1), tid)  # this client answers: its slot is its own
+        assert live.recv()[0].block == 2
+        time.sleep(0.4)  # longer than the server's timeout since the silent one's request
+        newcomer.sendto(codec.encode_rrq("f.bin"), ("127.0.0.1", server.port))
+        data, (_, tid) = newcomer.recvfrom(1000)
+        served = codec.decode(data)
+        newcomer.sendto(codec.encode_ack(1), ("127.0.0.1", tid))  # the newcomer answers too
+        evicted = [p for p, _ in silent.quiet(1.0) if type(p) is codec.Error]
+        # the server is full again, and every client in it has answered or is new: no room
+        error = fetch_error(server.port, "f.bin")
+    assert type(served) is codec.Data and served.block == 1
+    assert evicted == [codec.Error(0, "server busy: no answer from the client")]
+    assert error.message == "server busy: too many transfers, try again later"
+
+
+def test_uploads_dallying_after_their_final_ack_are_at_most_max_sessions(root):
+    # Each upload keeps its socket for a while after its final ACK, to answer a repeated last
+    # DATA.  Those sockets were not counted: uploads back-to-back could use up descriptors and
+    # ports.  Beyond max_sessions, the oldest dally ends.
+    with fastnet_server(str(root), allow_write=True, max_sessions=2, timeout=2.0) as server, RawPeer() as peer:
+        tids = []  # (a dally of 8 s: the first one ends for want of room, not of time)
+        for n in range(3):
+            peer.send(codec.encode_wrq(f"u{n}.bin"), server.port)
+            ack, tid = peer.recv()
+            assert ack == codec.Ack(0)
+            peer.send(codec.encode_data(1, b"x" * 10), tid)
+            assert peer.recv()[0] == codec.Ack(1)
+            tids.append(tid)
+        assert _sessions_end(server)
+        answers = []
+        for tid in tids:  # the last DATA again, as if the final ACK had been lost
+            peer.send(codec.encode_data(1, b"x" * 10), tid)
+            try:
+                answers.append(peer.recv(timeout=0.5)[0])
+            except (socket.timeout, ConnectionRefusedError):
+                answers.append(None)
+    assert answers == [None, codec.Ack(1), codec.Ack(1)]
+
+
 def test_options_negotiation(root):
     fill(str(root / "f.bin"), 3000)
     with fastnet_server(str(root), max_blksize=1024) as server, RawPeer() as peer:

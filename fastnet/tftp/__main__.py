@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--write", action="store_true", help="accept uploads of new files")
     serve.add_argument("--overwrite", action="store_true", help="let uploads replace existing files (with --write)")
     serve.add_argument("--max-sessions", type=_int_range(1), default=64, help="concurrent transfers at most (default 64)")
+    serve.add_argument("--max-per-client", type=_int_range(1), default=16, metavar="N",
+                       help="concurrent transfers from one client address at most (default 16)")
+    serve.add_argument("--max-windowsize", type=_int_range(1, MAX_WINDOWSIZE), default=64, metavar="N",
+                       help="the largest windowsize granted (default 64)")
+    serve.add_argument("--max-window-bytes", type=_int_range(codec.MIN_BLKSIZE), default=1 << 20, metavar="BYTES",
+                       help="the largest window granted, windowsize x blksize (default 1048576)")
     serve.add_argument("--timeout", type=_timeout, default=1.0,
                        help="retransmission timeout, seconds, fractions too, at most 255 (default 1)")
     serve.add_argument("--retries", type=_int_range(0, MAX_RETRIES), default=5,
@@ -299,6 +305,9 @@ def _serve(args: argparse.Namespace) -> int:
         allow_write=args.write,
         allow_overwrite=args.overwrite,
         max_sessions=args.max_sessions,
+        max_sessions_per_client=args.max_per_client,
+        max_windowsize=args.max_windowsize,
+        max_window_bytes=args.max_window_bytes,
         timeout=args.timeout,
         retries=args.retries,
         grace=args.grace,

@@ -342,6 +342,12 @@ class _SessionCommon:
     _dally_renewals: int
     done: bool
     dallying: bool
+    _started: float
+    leaving = False  # ended by the server to make room for a new request (TftpServer._make_room)
+
+    def answered(self) -> bool:
+        """Whether the client has acknowledged or sent a DATA block: a real, live client."""
+        raise NotImplementedError
 
     def _late_icmp(self, exc: OSError) -> bool:
         """Whether *exc*, from a call on the socket, reports an ICMP error (one the kernel queued
@@ -531,7 +537,7 @@ class _Session(_SessionCommon, asyncio.DatagramProtocol):
         self._server._session_done(self)
 
     def close_transport(self) -> None:
-        self._server._dallying.discard(self)
+        self._server._dallying.pop(self, None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -716,6 +722,9 @@ class _ReadSession(_Session):
             log.exception("tftp: read session for %s failed", format_address(self._peer))
             self.finish(f"internal error: {exc}", 0, "internal error")
 
+    def answered(self) -> bool:
+        return self._base > 1
+
     def cleanup(self, ok: bool) -> None:
         self.stats.bytes = self._source.bytes_read if ok else min(
             self._source.bytes_read, (self._base - 1) * self._blksize
@@ -830,6 +839,9 @@ class _WriteSession(_Session):
         self.dallying = True
         self.finish("ok")
         self._start_dally()
+
+    def answered(self) -> bool:
+        return self._expected > 1
 
     def cleanup(self, ok: bool) -> None:
         self.stats.bytes = self._sink.bytes_written
@@ -1025,8 +1037,11 @@ class _EngineSession(_SessionCommon):
         if self._upload is not None:
             self._upload.close()
 
+    def answered(self) -> bool:
+        return self._engine is not None and self._engine.blocks > 0
+
     def close_transport(self) -> None:
-        self._server._dallying.discard(self)
+        self._server._dallying.pop(self, None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -1073,6 +1088,11 @@ class TftpServer:
     *max_windowsize* cap what clients may negotiate, and so does *max_window_bytes* (windowsize
     times blksize).  *grace* is how long :meth:`close` lets
     running transfers finish.
+
+    *max_sessions* transfers run at once, at most *max_sessions_per_client* of them for one
+    client address.  When every slot is taken, a new request takes the slot of the oldest
+    transfer whose client has not answered for *timeout* seconds since its request (a request
+    from a forged address, or a client gone before its first ACK), which ends with ERROR 0.
     """
 
     def __init__(
@@ -1084,6 +1104,7 @@ class TftpServer:
         allow_write: bool = False,
         allow_overwrite: bool = False,
         max_sessions: int = 64,
+        max_sessions_per_client: int = 16,
         timeout: float = 1.0,
         retries: int = 5,
         max_blksize: int = codec.MAX_BLKSIZE,
@@ -1100,12 +1121,15 @@ class TftpServer:
             raise ValueError("max_windowsize must be in 1..65535")
         if not timeout > 0:
             raise ValueError("timeout must be positive")
+        if max_sessions < 1 or max_sessions_per_client < 1:
+            raise ValueError("max_sessions and max_sessions_per_client must be at least 1")
         self.root = root
         self.host = host
         self._requested_port = port
         self.allow_write = allow_write
         self.allow_overwrite = allow_overwrite
         self.max_sessions = max_sessions
+        self.max_sessions_per_client = max_sessions_per_client
         self.timeout = float(timeout)
         self.retries = retries
         self.max_blksize = max_blksize
@@ -1116,7 +1140,9 @@ class TftpServer:
         self._listener: Any = None
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sessions: dict[tuple, _Session] = {}
-        self._dallying: set[_Session] = set()
+        self._per_client: dict[str, int] = {}  # running transfers by client address
+        self._leaving = 0  # sessions ended to make room, still finishing
+        self._dallying: dict[Any, None] = {}  # uploads after their final ACK, oldest first
         self._idle: asyncio.Event | None = None
         self._closing = False
         self._closed: asyncio.Event | None = None
@@ -1278,13 +1304,39 @@ class TftpServer:
         return self._pool
 
     def _session_done(self, session: _Session) -> None:
-        self._sessions.pop(session._key, None)
+        if self._sessions.pop(session._key, None) is not None:
+            client = session._peer[0]
+            left = self._per_client[client] - 1
+            if left:
+                self._per_client[client] = left
+            else:
+                del self._per_client[client]
+            if session.leaving:
+                self._leaving -= 1
         if session.dallying:
-            self._dallying.add(session)
+            self._dallying[session] = None
             if self._closing:
                 session.close_transport()
+            elif len(self._dallying) > self.max_sessions:
+                # a dally is a courtesy to a client whose final ACK may be lost: never more of
+                # them than transfers, each with its socket (uploads come back-to-back)
+                next(iter(self._dallying)).close_transport()
         if not self._sessions and self._idle is not None:
             self._idle.set()
+
+    def _make_room(self) -> bool:
+        """Every slot is taken: end the oldest transfer whose client has not answered in the
+        *timeout* seconds since its request, to give its slot to a new one.  True if one was."""
+        now = self._loop.time()
+        silent = [s for s in self._sessions.values()
+                  if not s.leaving and not s.answered() and now - s._started >= self.timeout]
+        if not silent:
+            return False
+        oldest = min(silent, key=lambda s: s._started)
+        oldest.leaving = True
+        self._leaving += 1
+        oldest.abort("server busy: no answer from the client")
+        return True
 
     def _refuse(self, addr: tuple, name: str, direction: str, code: int, message: str, options: dict | None = None) -> None:
         try:
@@ -1323,7 +1375,10 @@ class TftpServer:
         is_read = kind is codec.ReadRequest
         direction = "read" if is_read else "write"
         name = request.filename
-        if len(self._sessions) >= self.max_sessions:
+        if self._per_client.get(addr[0], 0) >= self.max_sessions_per_client:
+            self._refuse(addr, name, direction, 0, "server busy: too many transfers from your address, try again later")
+            return
+        if len(self._sessions) - self._leaving >= self.max_sessions and not self._make_room():
             self._refuse(addr, name, direction, 0, "server busy: too many transfers, try again later")
             return
         mode = request.mode
@@ -1357,6 +1412,7 @@ class TftpServer:
             sock.close()
             raise
         self._sessions[key] = session
+        self._per_client[addr[0]] = self._per_client.get(addr[0], 0) + 1
         self._idle.clear()  # type: ignore[union-attr]
         if type(session) is _EngineSession:
             session.start()
