@@ -233,6 +233,53 @@ def test_an_os_error_the_checks_do_not_foresee_is_still_answered(root, caplog, m
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []
 
 
+@pytest.mark.parametrize("mode", ["octet", "netascii"])  # the engine's session, the per-packet one
+def test_a_peers_error_message_cannot_forge_access_log_lines(root, caplog, mode):
+    # the peer's ERROR message goes into the outcome of its access-log line: a line break in it
+    # started a line of the peer's making (a forged transfer), an escape sequence reached the
+    # terminal of whoever reads the log
+    caplog.set_level(logging.INFO, logger="fastnet.tftp.access")
+    fill(str(root / "f.bin"), 5000)
+    forged = "bye\npeer=10.1.2.3:69 file='pxelinux.cfg/default' direction=write outcome=ok\x1b[2J"
+    with fastnet_server(str(root), timeout=5.0) as server, RawPeer() as peer:
+        peer.send(codec.encode_rrq("f.bin", mode), server.port)
+        _, tid = peer.recv()
+        peer.send(codec.encode_error(0, forged), tid)
+        assert _sessions_end(server)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "fastnet.tftp.access"]
+    assert "\n" not in line and "\x1b" not in line
+    assert line.endswith("outcome=peer error 0: bye\\npeer=10.1.2.3:69 file='pxelinux.cfg/default' "
+                         "direction=write outcome=ok\\x1b[2J")
+
+
+def _udp_from_port_0(payload: bytes, port: int) -> None:
+    """Send *payload* to 127.0.0.1:*port* from source port 0, which no socket can bind: the UDP
+    header is written by hand on a raw socket (root, or CAP_NET_RAW)."""
+    import struct
+
+    try:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    except PermissionError:
+        pytest.skip("a raw socket needs root or CAP_NET_RAW")
+    with raw:
+        header = struct.pack("!HHHH", 0, port, 8 + len(payload), 0)  # checksum 0: none (IPv4)
+        raw.sendto(header + payload, ("127.0.0.1", 0))
+
+
+def test_a_request_from_source_port_0_is_dropped(root, caplog):
+    # no answer can reach port 0 and no ICMP error comes back from it: a forged request, which
+    # held a slot for the whole of its retries
+    caplog.set_level(logging.INFO, logger="fastnet.tftp.access")
+    fill(str(root / "f.bin"), 5000)
+    with fastnet_server(str(root), max_sessions=1, timeout=5.0) as server:
+        _udp_from_port_0(codec.encode_rrq("f.bin"), server.port)
+        time.sleep(0.3)
+        sessions = server.sessions
+        data = get(server.port, "f.bin")  # the one slot is free
+    assert sessions == 0 and len(data) == 5000
+    assert [r.getMessage() for r in caplog.records if "peer=127.0.0.1:0 " in r.getMessage()] == []
+
+
 def test_missing_file_is_error_1_and_each_refusal_is_logged(root, caplog):
     caplog.set_level(logging.INFO, logger="fastnet.tftp.access")
     with fastnet_server(str(root)) as server:

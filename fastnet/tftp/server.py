@@ -97,6 +97,15 @@ class _Refused(Exception):
         self.message = message
 
 
+def _printable(text: str) -> str:
+    """*text* with every character that is not printable escaped (``\\n``, ``\\x1b``): a peer's
+    ERROR message is written into the access log, and must not start a line of its own there
+    or send escape sequences to a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _log_access(stats: TransferStats, outcome: str) -> None:
     options = ",".join(f"{k}={v}" for k, v in stats.options.items()) or "-"
     access_log.info(
@@ -108,7 +117,7 @@ def _log_access(stats: TransferStats, outcome: str) -> None:
         stats.seconds,
         options,
         stats.retransmissions,
-        outcome,
+        _printable(outcome),
     )
 
 
@@ -1347,7 +1356,9 @@ class TftpServer:
         _log_access(stats, f"refused: error {code}: {message}")
 
     def _on_request(self, data: bytes, addr: tuple) -> None:
-        if self._closing:
+        if self._closing or addr[1] == 0:
+            # source port 0: no answer can reach it, and no ICMP error would end the transfer;
+            # a forged request, which would hold a slot for the whole of its retries
             return
         try:
             request = codec.decode(data)
