@@ -18,7 +18,7 @@ from conftest import free_port, require_ipv6_loopback
 from tftp_helpers import RawPeer, fastnet_server, fill, wait_for_tftp
 
 from fastnet.tftp import __main__ as cli_main
-from fastnet.tftp import client, codec
+from fastnet.tftp import TftpRemoteError, client, codec
 from fastnet.tftp._transfer import TransferStats
 
 PROG = "python -m fastnet.tftp"
@@ -211,6 +211,62 @@ def test_serve_limits_per_client_and_window_from_the_command_line(root, impl_env
     assert by_count == codec.OptionAck({"blksize": "256", "windowsize": "4"})
     assert by_bytes == codec.OptionAck({"blksize": "1024", "windowsize": "2"})
     assert refused == codec.Error(0, "server busy: too many transfers from your address, try again later")
+
+
+def test_serve_user_drops_root_after_binding_and_files_follow_that_users_permissions(impl_env):
+    # As root on port 69 the server read any file under its root, mode 000 or not, and wrote as
+    # root.  --user (as tftpd-hpa's -u): bound as root, then nobody, for good.
+    if os.geteuid() != 0:
+        pytest.skip("switching users needs root")
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    base = tempfile.mkdtemp(prefix="fastnet-user-")  # not under pytest's 0700 directory
+    try:
+        os.chmod(base, 0o755)
+        (open_file := os.path.join(base, "open.bin"))
+        with open(open_file, "wb") as f:
+            f.write(b"for everyone")
+        os.chmod(open_file, 0o644)
+        with open(os.path.join(base, "secret.bin"), "wb") as f:
+            f.write(b"root only")
+        os.chmod(os.path.join(base, "secret.bin"), 0o600)
+        proc = subprocess.Popen([sys.executable, "-m", "fastnet.tftp", "serve", base, "--port", "0", "--write",
+                                 "--user", "nobody", "--grace", "0"], env=impl_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        watchdog = threading.Timer(30, proc.kill)
+        watchdog.start()
+        try:
+            lines = [proc.stderr.readline() for _ in range(2)]  # the switch, then the start line
+            port = int(re.search(r"on 127\.0\.0\.1:(\d+) ", lines[1]).group(1))
+            with open(f"/proc/{proc.pid}/status") as f:
+                ids = [line.split()[1:] for line in f if line.startswith(("Uid:", "Gid:"))]
+            got = client.download("127.0.0.1", "open.bin", io.BytesIO(), port=port, timeout=0.5)
+            with pytest.raises(TftpRemoteError) as read_refused:
+                client.download("127.0.0.1", "secret.bin", io.BytesIO(), port=port, timeout=0.5)
+            with pytest.raises(TftpRemoteError) as write_refused:  # the directory is root's, 0755
+                client.upload("127.0.0.1", io.BytesIO(b"x"), "new.bin", port=port, timeout=0.5)
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=15)
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+    finally:
+        shutil.rmtree(base)
+    assert "tftp: running as user nobody" in lines[0]
+    assert ids == [[str(nobody.pw_uid)] * 4, [str(nobody.pw_gid)] * 4]  # real, effective, saved, fs
+    assert got.bytes == len(b"for everyone")
+    assert (read_refused.value.code, read_refused.value.message) == (2, "cannot read the file: Permission denied")
+    assert (write_refused.value.code, write_refused.value.message) == (2, "cannot create the file: Permission denied")
+
+
+def test_serve_user_names_the_problem_in_one_line(tmp_path, impl_env):
+    err = one_line_error(cli(["serve", str(tmp_path), "--port", "0", "--user", "no-such-user-here"], impl_env))
+    assert err.strip() == "python -m fastnet.tftp serve: no such user: 'no-such-user-here'"
 
 
 def test_serve_help_says_quiet_keeps_the_start_line():

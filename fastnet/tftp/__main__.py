@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--write", action="store_true", help="accept uploads of new files")
     serve.add_argument("--overwrite", action="store_true", help="let uploads replace existing files (with --write)")
     serve.add_argument("--max-sessions", type=_int_range(1), default=64, help="concurrent transfers at most (default 64)")
+    serve.add_argument("--user", "-u", metavar="USER",
+                       help="after binding the port, run as USER and its groups (root only; as tftpd-hpa -u): "
+                            "files are then read and written with USER's permissions")
     serve.add_argument("--max-per-client", type=_int_range(1), default=16, metavar="N",
                        help="concurrent transfers from one client address at most (default 16)")
     serve.add_argument("--max-windowsize", type=_int_range(1, MAX_WINDOWSIZE), default=64, metavar="N",
@@ -311,6 +314,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         retries=args.retries,
         grace=args.grace,
+        user=args.user,
     )
     server.serve()
     return 0

@@ -1074,6 +1074,35 @@ class _EngineSession(_SessionCommon):
             self.finish("aborted: " + message, 0, message)
 
 
+def _account(user: str) -> Any:
+    """The password-database entry of *user* (a name, or a numeric uid); ValueError if none."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"no such user: {user!r}") from None
+
+
+def _switch_user(entry: Any) -> None:
+    """Become *entry*'s user, with its primary and supplementary groups, for good (real, effective
+    and saved ids: there is no way back to root).  PermissionError unless root (or already it)."""
+    if (os.getuid(), os.geteuid()) == (entry.pw_uid, entry.pw_uid):
+        return
+    # What the server imports on first use is imported now: the user may not be allowed to read
+    # the Python installation (one under /root, say), and a transfer would fail on its import.
+    import concurrent.futures.thread  # noqa: F401 - the engine's thread pool
+    import ctypes  # noqa: F401 - renameat2 (_rename_noreplace)
+
+    try:
+        os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    except PermissionError:
+        raise PermissionError(errno.EPERM, f"running as user {entry.pw_name!r} needs root") from None
+    log.info("tftp: running as user %s (uid %d, gid %d)", entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
 class _Listener(asyncio.DatagramProtocol):
     def __init__(self, server: "TftpServer") -> None:
         self._server = server
@@ -1098,6 +1127,11 @@ class TftpServer:
     times blksize).  *grace* is how long :meth:`close` lets
     running transfers finish.
 
+    *user* (a user name): once the listening socket is bound (port 69 needs root), the process
+    switches to that user and its groups for good, as tftpd-hpa's ``--user`` does, so that files
+    are read and written with that user's permissions, not root's.  The switch is for the whole
+    process (every thread), so a program that embeds the server makes that choice for itself.
+
     *max_sessions* transfers run at once, at most *max_sessions_per_client* of them for one
     client address.  When every slot is taken, a new request takes the slot of the oldest
     transfer whose client has not answered for *timeout* seconds since its request (a request
@@ -1120,6 +1154,7 @@ class TftpServer:
         max_windowsize: int = 64,
         max_window_bytes: int = 1 << 20,
         grace: float = 5.0,
+        user: str | None = None,
     ) -> None:
         root = os.path.realpath(os.fspath(root))
         if not os.path.isdir(root):
@@ -1132,6 +1167,8 @@ class TftpServer:
             raise ValueError("timeout must be positive")
         if max_sessions < 1 or max_sessions_per_client < 1:
             raise ValueError("max_sessions and max_sessions_per_client must be at least 1")
+        self.user = user
+        self._account = _account(user) if user is not None else None  # an unknown user fails here
         self.root = root
         self.host = host
         self._requested_port = port
@@ -1183,6 +1220,8 @@ class TftpServer:
             # unless the system says otherwise (net.ipv6.bindv6only)
             bind(sock, (self.host, self._requested_port))
             sock.setblocking(False)
+            if self._account is not None:
+                _switch_user(self._account)  # before the first request is read
         except BaseException:
             sock.close()
             raise
