@@ -51,6 +51,7 @@ typedef struct {
     struct iovec pending[PENDING_MAX]; /* receiver: direct payloads, in the slots, not yet written */
     unsigned npending;
     struct timeval orig_rcvtimeo;
+    int data_acked;                 /* sender: the peer has acknowledged a DATA block */
 } scratch_t;
 
 #define CMSG_SLOT CMSG_SPACE(sizeof(int))
@@ -785,6 +786,26 @@ static int64_t send_window(tftp_session *s)
     return before + (int64_t)done;
 }
 
+/* Send the window again (a timeout, or the ACK of the block before it: a gap at its first
+ * block).  Until the peer has acknowledged a DATA block, only the window's first block goes
+ * again: a request from a forged address, whose ACK of the OACK a blind sender can guess,
+ * would otherwise make every retry send a whole window (up to a MiB) to the address it names.
+ * A real peer that lost the whole first window asks for the rest by ACKing block 1. */
+static int64_t resend_window(tftp_session *s)
+{
+    scratch_t *sc = s->scratch;
+    if (sc->data_acked || s->window == 1)
+        return send_window(s);
+    const uint32_t window = s->window;
+    const uint64_t sent_hi = s->sent_hi;
+    s->window = 1;
+    int64_t r = send_window(s);
+    s->window = window;
+    if (s->sent_hi < sent_hi)
+        s->sent_hi = sent_hi; /* an ACK for any block sent before is still good */
+    return r;
+}
+
 static int run_sender(tftp_session *s)
 {
     scratch_t *sc = s->scratch;
@@ -825,7 +846,7 @@ static int run_sender(tftp_session *s)
                 s->retransmissions++;
                 send_to(s, s->first, s->first_len, &s->peer, s->peer_len);
             } else {
-                if ((r = send_window(s)) < 0)
+                if ((r = resend_window(s)) < 0)
                     return s->outcome = TFTP_ENGINE_IO_ERROR;
                 s->retransmissions += (uint64_t)r;
             }
@@ -860,6 +881,7 @@ static int run_sender(tftp_session *s)
             }
             uint64_t delta = (uint16_t)(block - s->base + 1);
             if (delta > 0 && delta <= s->sent_hi - s->base + 1) {
+                sc->data_acked = 1;
                 s->base += delta;
                 s->blocks = s->base - 1;
                 s->bytes = (s->base - 1) * (uint64_t)s->blksize;
@@ -876,7 +898,7 @@ static int run_sender(tftp_session *s)
             } else if (delta == 0 && s->window > 1 && !s->dup_resent) {
                 /* RFC 7440: the receiver saw a gap at the window's first block: resend, once */
                 s->dup_resent = 1;
-                if ((r = send_window(s)) < 0)
+                if ((r = resend_window(s)) < 0)
                     return s->outcome = TFTP_ENGINE_IO_ERROR;
                 s->retransmissions += (uint64_t)r;
             }

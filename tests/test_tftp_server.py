@@ -936,6 +936,30 @@ def test_uploads_dallying_after_their_final_ack_are_at_most_max_sessions(root):
     assert answers == [None, codec.Ack(1), codec.Ack(1)]
 
 
+@pytest.mark.parametrize("mode", ["octet", "netascii"])  # the engine's session, the per-packet one
+def test_before_any_data_ack_a_timeout_resends_only_the_first_block_of_the_window(root, mode):
+    # A request from a forged address, and an ACK of the OACK a blind sender guessed: each retry
+    # sent the whole window (up to 1 MiB) to the address the request named.  Until the client
+    # acknowledges a DATA block, a retry sends the window's first block alone; an ACK of any
+    # block sent before is still taken, and from then on a window goes whole again.
+    (root / "f.bin").write_bytes(b"x" * (512 * 40))  # the same on the wire in netascii
+    with fastnet_server(str(root), timeout=0.5, retries=5) as server, RawPeer() as peer:
+        peer.send(codec.encode_rrq("f.bin", mode, {"windowsize": 8}), server.port)
+        oack, tid = peer.recv()
+        assert oack == codec.OptionAck({"windowsize": "8"})
+        peer.send(codec.encode_ack(0), tid)
+        first = [peer.recv()[0].block for _ in range(8)]
+        retry = [p.block for p, _ in peer.quiet(1.2)]  # a retry or two
+        peer.send(codec.encode_ack(8), tid)  # the client had the window all along
+        second = [peer.recv()[0].block for _ in range(8)]
+        retry2 = [p.block for p, _ in peer.quiet(1.2)]
+        peer.send(codec.encode_error(0, "enough"), tid)
+    assert first == list(range(1, 9))
+    assert retry and set(retry) == {1}
+    assert second == list(range(9, 17))
+    assert retry2[:8] == list(range(9, 17))  # a client that acknowledged data gets the window whole
+
+
 def test_options_negotiation(root):
     fill(str(root / "f.bin"), 3000)
     with fastnet_server(str(root), max_blksize=1024) as server, RawPeer() as peer:

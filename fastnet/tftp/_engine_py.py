@@ -100,6 +100,7 @@ class Session:
         self._ack_last = ack_last
         self._oack_reack = oack_reack
         self._cancel = False
+        self._data_acked = False
         self.outcome = RUNNING
         self.error_errno = 0
         self.bytes = 0
@@ -310,6 +311,19 @@ class Session:
         self._sent_hi = base + sent - 1
         return sent
 
+    def _resend_window(self) -> int:
+        """The window again (a timeout, or the ACK of the block before it); until the peer has
+        acknowledged a DATA block, its first block alone (see the C engine's resend_window)."""
+        if self._data_acked or self._window == 1:
+            return self._send_window()
+        window, sent_hi = self._window, self._sent_hi
+        self._window = 1
+        try:
+            return self._send_window()
+        finally:
+            self._window = window
+            self._sent_hi = max(self._sent_hi, sent_hi)
+
     def _run_sender(self) -> int:
         monotonic = time.monotonic
         try:
@@ -337,7 +351,7 @@ class Session:
                         self.retransmissions += 1
                         self._send(self._first)
                     else:
-                        self.retransmissions += self._send_window()
+                        self.retransmissions += self._resend_window()
                     self._deadline = t + self._wait
                     continue
                 got = self._recv(self._rsize)
@@ -358,6 +372,7 @@ class Session:
                     base = self._base
                     delta = (block - base + 1) & 0xFFFF
                     if 0 < delta <= self._sent_hi - base + 1:
+                        self._data_acked = True
                         base += delta
                         self._base = base
                         self.blocks = base - 1
@@ -372,7 +387,7 @@ class Session:
                         self._send_window()
                     elif delta == 0 and self._window > 1 and not self._dup_resent:
                         self._dup_resent = True
-                        self.retransmissions += self._send_window()
+                        self.retransmissions += self._resend_window()
                     continue
                 r = self._other(data)
                 if r is not None:

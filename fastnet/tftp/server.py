@@ -624,7 +624,21 @@ class _ReadSession(_Session):
             self.stats.retransmissions += 1
             self._send(self._oack)
         else:
-            self.stats.retransmissions += self._send_window()
+            self.stats.retransmissions += self._resend_window()
+
+    def _resend_window(self) -> int:
+        """The window again (a timeout, or the ACK of the block before it); until the client has
+        acknowledged a DATA block, its first block alone (see the engine's resend_window): a
+        request from a forged address must not make each retry send a whole window to it."""
+        if self._base > 1 or self._window == 1:
+            return self._send_window()
+        window, sent_hi = self._window, self._sent_hi
+        self._window = 1
+        try:
+            return self._send_window()
+        finally:
+            self._window = window
+            self._sent_hi = max(self._sent_hi, sent_hi)
 
     def _send_window(self) -> int:
         block = self._block
@@ -723,7 +737,7 @@ class _ReadSession(_Session):
             elif delta == 0 and self._window > 1 and not self._dup_resent:
                 # RFC 7440: the client saw a gap at the window's first block; resend it once
                 self._dup_resent = True
-                self.stats.retransmissions += self._send_window()
+                self.stats.retransmissions += self._resend_window()
             # else: a duplicate ACK -- ignored (RFC 1123: no Sorcerer's Apprentice)
         except Exception as exc:
             if isinstance(exc, OSError) and self._late_icmp(exc):
