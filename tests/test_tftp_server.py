@@ -252,6 +252,29 @@ def test_a_peers_error_message_cannot_forge_access_log_lines(root, caplog, mode)
                          "direction=write outcome=ok\\x1b[2J")
 
 
+def test_a_flood_of_junk_is_logged_at_most_20_lines_a_second(root, caplog):
+    # one WARNING per junk datagram, even with --quiet: 8.5 MB of log a second from one sender
+    caplog.set_level(logging.INFO, logger="fastnet.tftp")
+    with fastnet_server(str(root)) as server, RawPeer() as peer:
+        peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        for i in range(300):
+            peer.send(b"\x00", server.port)  # too short for an opcode
+            if i % 50 == 49:
+                time.sleep(0.02)  # the server's receive buffer holds ~250 such datagrams
+        replies = len(peer.quiet(0.5))
+        time.sleep(0.6)  # a new second
+        peer.send(codec.encode_rrq("absent.bin"), server.port)
+        refused, _ = peer.recv()
+    messages = [r.getMessage() for r in caplog.records]
+    junk = [m for m in messages if "malformed request from" in m]
+    summary = [m for m in messages if "not logged one by one" in m]
+    assert replies == 300  # every datagram is still answered with ERROR 4
+    assert len(junk) == 20
+    assert summary == ["tftp: 280 more refused or malformed requests not logged one by one (at most 20 lines "
+                       "every 1 s)"]
+    assert refused.code == 1 and any("absent.bin" in m and "refused: error 1" in m for m in messages)
+
+
 def _udp_from_port_0(payload: bytes, port: int) -> None:
     """Send *payload* to 127.0.0.1:*port* from source port 0, which no socket can bind: the UDP
     header is written by hand on a raw socket (root, or CAP_NET_RAW)."""

@@ -106,6 +106,37 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+class _Throttle:
+    """At most *burst* log lines per *period* seconds for requests the server refuses or drops:
+    a flood of them (junk datagrams, requests beyond every limit) would otherwise write one line
+    each, megabytes a second, even with ``--quiet``.  What is left out is counted and reported
+    with the next line let through."""
+
+    def __init__(self, burst: int = 20, period: float = 1.0) -> None:
+        self.burst = burst
+        self.period = period
+        self._start = float("-inf")
+        self._lines = 0
+        self.suppressed = 0
+
+    def allow(self, now: float) -> bool:
+        if now - self._start >= self.period:
+            self._start = now
+            self._lines = 0
+        if self._lines < self.burst:
+            self._lines += 1
+            return True
+        self.suppressed += 1
+        return False
+
+    def report(self) -> None:
+        """Say how many lines were left out since the last report (called when a line may go)."""
+        if self.suppressed:
+            log.warning("tftp: %d more refused or malformed requests not logged one by one (at most %d lines "
+                        "every %g s)", self.suppressed, self.burst, self.period)
+            self.suppressed = 0
+
+
 def _log_access(stats: TransferStats, outcome: str) -> None:
     options = ",".join(f"{k}={v}" for k, v in stats.options.items()) or "-"
     access_log.info(
@@ -1203,6 +1234,7 @@ class TftpServer:
         self._per_client: dict[str, int] = {}  # running transfers by client address
         self._leaving = 0  # sessions ended to make room, still finishing
         self._dallying: dict[Any, None] = {}  # uploads after their final ACK, oldest first
+        self._throttle = _Throttle()  # log lines of refused and malformed requests
         self._idle: asyncio.Event | None = None
         self._closing = False
         self._closed: asyncio.Event | None = None
@@ -1282,6 +1314,7 @@ class TftpServer:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
+        self._throttle.report()
         self._closed.set()
         log.info("tftp: stopped")
 
@@ -1405,8 +1438,15 @@ class TftpServer:
             self._listener.sendto(codec.encode_error(code, message), addr)
         except Exception:  # pragma: no cover
             pass
-        stats = TransferStats(filename=name, direction=direction, peer=addr)
-        _log_access(stats, f"refused: error {code}: {message}")
+        if self._noted():
+            _log_access(TransferStats(filename=name, direction=direction, peer=addr), f"refused: error {code}: {message}")
+
+    def _noted(self) -> bool:
+        """Whether the log line of a refused or malformed request may be written (_Throttle)."""
+        if not self._throttle.allow(self._loop.time()):
+            return False
+        self._throttle.report()
+        return True
 
     def _on_request(self, data: bytes, addr: tuple) -> None:
         if self._closing or addr[1] == 0:
@@ -1422,7 +1462,8 @@ class TftpServer:
                 name = _request_name(data)
                 self._refuse(addr, name, direction_of(data[1] == 1), 4, f"malformed request: {exc.reason}")
                 return
-            log.warning("tftp: malformed request from %s: %s", format_address(addr), exc)
+            if self._noted():
+                log.warning("tftp: malformed request from %s: %s", format_address(addr), exc)
             if not (len(data) >= 2 and data[0] == 0 and data[1] == 5):
                 self._listener.sendto(codec.encode_error(4, "malformed request"), addr)
             return
@@ -1430,7 +1471,8 @@ class TftpServer:
         if kind is codec.Error:
             return
         if kind is not codec.ReadRequest and kind is not codec.WriteRequest:
-            log.warning("tftp: %s sent %s to the request port", format_address(addr), kind.__name__)
+            if self._noted():
+                log.warning("tftp: %s sent %s to the request port", format_address(addr), kind.__name__)
             self._listener.sendto(codec.encode_error(4, "expected a read or write request"), addr)
             return
         key = (addr, data)
