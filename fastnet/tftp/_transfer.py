@@ -38,6 +38,7 @@ __all__ = [
     "parse_uint",
     "free_space",
     "temp_beside",
+    "link_anonymous",
     "fit_window",
     "MODES",
 ]
@@ -109,11 +110,16 @@ def _umask() -> int:
     return mask
 
 
-def temp_beside(final: str, prefix: str, suffix: str = ".part", *, dir_fd: int | None = None) -> tuple[int, str]:
+def temp_beside(final: str, prefix: str, suffix: str = ".part", *, dir_fd: int | None = None,
+                anonymous: bool = False) -> tuple[int, str]:
     """(descriptor, path) of a new temporary file in *final*'s directory, to be renamed onto
     *final* once complete.  With *dir_fd*, *final* is a name in that open directory and the
     temporary file is made there (the path returned is its name in it), wherever the directory
     has been moved or whatever its path now leads to.
+
+    With *dir_fd* and *anonymous*, the file has no name at all where the file system allows it
+    (``O_TMPFILE``; the path returned is then ""): a process killed before the file is complete
+    leaves nothing behind.  It gets its name with :func:`link_anonymous`.
 
     mkstemp() creates it 0600, which the rename would carry over: it gets instead the permission
     bits of the regular file it is to replace, or else those a new file would get (0666 less the
@@ -126,6 +132,19 @@ def temp_beside(final: str, prefix: str, suffix: str = ".part", *, dir_fd: int |
         mode = None
     if mode is None:
         mode = 0o666 & ~_umask()
+    if anonymous and dir_fd is not None and _PROC_FD and hasattr(os, "O_TMPFILE"):
+        try:
+            fd = os.open(".", os.O_RDWR | os.O_TMPFILE | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise  # a file system without O_TMPFILE (vfat, NFS, old kernels) takes a name
+        else:
+            try:
+                os.fchmod(fd, mode)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd, ""
     if dir_fd is None:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(final) or ".", prefix=prefix, suffix=suffix)
     else:
@@ -137,6 +156,15 @@ def temp_beside(final: str, prefix: str, suffix: str = ".part", *, dir_fd: int |
         os.unlink(tmp, dir_fd=dir_fd)
         raise
     return fd, tmp
+
+
+_PROC_FD = os.path.isdir("/proc/self/fd")  # where an anonymous file is found to be linked
+
+
+def link_anonymous(fd: int, name: str, dir_fd: int) -> None:
+    """Give the anonymous file *fd* (``temp_beside(anonymous=True)``) the name *name* in *dir_fd*:
+    FileExistsError if that name is taken (link() never replaces)."""
+    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
 
 
 def _mkstemp_at(dir_fd: int, prefix: str, suffix: str) -> tuple[int, str]:

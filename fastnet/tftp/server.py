@@ -62,6 +62,7 @@ from ._transfer import (
     TransferStats,
     fit_window,
     free_space,
+    link_anonymous,
     parse_uint,
     queued_error,
     temp_beside,
@@ -333,32 +334,80 @@ class _Upload:
     """Where an upload goes: its directory, held open from the checks to the commit, and in it
     the temporary file and the target's name.  Made and renamed relative to the open directory,
     the upload stays under the root even if a directory on its path is swapped for a symbolic
-    link while it runs (see :func:`open_beneath`)."""
+    link while it runs (see :func:`open_beneath`).  Where the file system allows it the
+    temporary file has no name (``O_TMPFILE``): a server killed in mid-upload (SIGKILL, out of
+    memory, power) leaves nothing behind; elsewhere it is a hidden ``.fastnet-tftp-*.part``."""
 
     def __init__(self, dir_fd: int, name: str, overwrite: bool) -> None:
         self.dir_fd = dir_fd  # this object owns it from here on (close())
         self.name = name
         self._overwrite = overwrite
         self.committed = False
-        self.tmp = ""
+        self.tmp = ""  # the temporary file's name; "" while it has none
         self.fd = -1  # the temporary file's, until a session takes it (and sets this to -1)
+        self._anonymous = -1  # a descriptor of the nameless file, kept to link it (commit)
         try:
-            self.fd, self.tmp = temp_beside(name, TEMP_PREFIX, TEMP_SUFFIX, dir_fd=dir_fd)
+            self.fd, self.tmp = temp_beside(name, TEMP_PREFIX, TEMP_SUFFIX, dir_fd=dir_fd, anonymous=True)
+            if not self.tmp:
+                self._anonymous = os.dup(self.fd)
         except BaseException:
             self.close()
             raise
 
     def commit(self) -> None:
+        if self._anonymous >= 0:
+            self._name_it()
+            if self.committed:
+                return
         _commit_upload(self.tmp, self.name, self._overwrite, self.dir_fd)
         self.committed = True
+
+    def _name_it(self) -> None:
+        """The nameless file gets the target's name at once (without overwrite: the link that
+        fails if the name is taken), or else a temporary one for _commit_upload to rename."""
+        try:
+            if not self._overwrite:
+                try:
+                    link_anonymous(self._anonymous, self.name, self.dir_fd)
+                except FileExistsError:
+                    raise _Refused(6, "file already exists") from None
+                self.committed = True
+                return
+            for _ in range(100):
+                tmp = TEMP_PREFIX + os.urandom(6).hex() + TEMP_SUFFIX
+                try:
+                    link_anonymous(self._anonymous, tmp, self.dir_fd)
+                except FileExistsError:
+                    continue
+                self.tmp = tmp
+                return
+            raise FileExistsError(errno.EEXIST, "no unused temporary file name", self.name)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINK:
+                raise
+            self._copy_to_named()  # a file system with O_TMPFILE but without link() (some FUSE)
+
+    def _copy_to_named(self) -> None:
+        """The nameless file's bytes into a named temporary file, for _commit_upload to rename."""
+        fd, self.tmp = temp_beside(self.name, TEMP_PREFIX, TEMP_SUFFIX, dir_fd=self.dir_fd)
+        try:
+            size, done = os.fstat(self._anonymous).st_size, 0
+            while done < size:
+                n = os.sendfile(fd, self._anonymous, done, size - done)
+                if n == 0:
+                    raise OSError(errno.EIO, "the upload shrank while it was copied", self.name)
+                done += n
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Remove the temporary file unless committed; let go of the directory.  Once."""
         if self.dir_fd < 0:
             return
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for fd in (self.fd, self._anonymous):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self._anonymous = -1
         if not self.committed and self.tmp:
             _discard(self.tmp, self.dir_fd)
         os.close(self.dir_fd)
