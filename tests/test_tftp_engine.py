@@ -211,6 +211,33 @@ def test_cancel_ends_a_waiting_run(pair, tmp_path):
         assert future.result(60) == engine.CANCELLED  # (a timeout would take a minute)
 
 
+def test_a_session_freed_without_close_leaves_the_descriptor_number_alone(pair, tmp_path):
+    # The compiled session gave the socket its mode back when freed, close() or not: a socket
+    # closed before that had its number reused by another descriptor, which got the first one's
+    # non-blocking flag (Python then believed a non-blocking socket blocking)
+    import fcntl
+    import gc
+    import os
+
+    _, b = pair
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    first.bind(("127.0.0.1", 0))
+    first.setblocking(False)  # the engine makes it blocking while it runs
+    with open(tmp_path / "f", "rb") as src:
+        session = engine.Session(engine.SENDER, first, src.fileno(), b.getsockname(), blksize=512, windowsize=1,
+                                 timeout=1.0, retries=1)
+        number = first.fileno()
+        first.close()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second:
+            if second.fileno() != number:
+                pytest.skip("the descriptor number was not reused")
+            del session
+            gc.collect()
+            flags = fcntl.fcntl(second.fileno(), fcntl.F_GETFL)
+    assert not flags & os.O_NONBLOCK
+
+
 def test_engine_restores_the_sockets_mode(pair, tmp_path):
     a, b = pair
     b.setblocking(False)

@@ -137,6 +137,10 @@ cdef class Session:
     def __dealloc__(self):
         if self._s != NULL:
             if not self._running:
+                # Not closed: the socket may be closed by now and its number given to another
+                # descriptor, which must not get this one's flags and timeout "back".  Only
+                # close() restores the socket; here the memory alone is freed.
+                self._s.sock = -1
                 tftp_session_free(self._s)
                 free(self._s)
             self._s = NULL

@@ -1009,6 +1009,8 @@ class _EngineSession(_SessionCommon):
             future = self._loop.run_in_executor(self._server._executor(), self._engine.run)
         except Exception as exc:
             log.exception("tftp: session for %s failed to start", format_address(self._peer))
+            if self._engine is not None:
+                self._engine.close()  # while the socket is still open: it gets its mode back
             self.finish(f"internal error: {exc}", 0, "internal error")
             return
         future.add_done_callback(self._ran)
