@@ -535,6 +535,28 @@ def test_tsize_beyond_free_space_is_error_3(root):
     assert os.listdir(root) == []
 
 
+def test_tsize_counts_the_space_running_uploads_announced(root):
+    # each WRQ's tsize was checked against the free space alone: four uploads of 900 KB all fit
+    # in 2 MB one at a time, and three then failed half-way with a full disk
+    from fastnet.tftp._transfer import free_space
+
+    big = int(free_space(str(root)) * 0.6)
+    with fastnet_server(str(root), allow_write=True, timeout=5.0) as server, RawPeer() as one, RawPeer() as two:
+        one.send(codec.encode_wrq("a.bin", options={"tsize": big}), server.port)
+        first, tid = one.recv()
+        two.send(codec.encode_wrq("b.bin", options={"tsize": big}), server.port)
+        second, _ = two.recv()
+        one.send(codec.encode_error(0, "changed my mind"), tid)  # the first gives its space back
+        assert _sessions_end(server)
+        two.send(codec.encode_wrq("b.bin", options={"tsize": big}), server.port)
+        third, tid = two.recv()
+        two.send(codec.encode_error(0, "enough"), tid)
+    assert first == codec.OptionAck({"tsize": str(big)})
+    assert type(second) is codec.Error and second.code == 3
+    assert third == codec.OptionAck({"tsize": str(big)})
+    assert leftovers(str(root)) == [] and os.listdir(root) == []
+
+
 def test_tsize_is_granted_where_the_free_space_cannot_be_told(root, monkeypatch):
     # statvfs fails on some file systems (ENOSYS on a FUSE one without it): the upload is not
     # refused for that, nor left unanswered; a full disk would be ERROR 3 during the transfer

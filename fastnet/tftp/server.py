@@ -46,7 +46,7 @@ import signal
 import socket
 import stat
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from .. import _recverr
 from .._cli import bind, format_address
@@ -244,7 +244,9 @@ def _negotiate(
                     accepted[name] = size  # netascii's size on the wire is unknown: ignore the option
             else:
                 try:
-                    room = free_space(directory)
+                    # what running uploads announced is spoken for: four uploads of 900 KB all
+                    # fit in 2 MB of free space one at a time, and three failed half-way
+                    room = free_space(directory) - server._reserved.get(os.stat(directory).st_dev, 0)
                 except OSError:  # a file system that cannot tell (statvfs is optional in FUSE):
                     room = None  # a full disk is then ERROR 3 during the upload
                 if room is not None and value > room:
@@ -346,6 +348,7 @@ class _Upload:
         self.tmp = ""  # the temporary file's name; "" while it has none
         self.fd = -1  # the temporary file's, until a session takes it (and sets this to -1)
         self._anonymous = -1  # a descriptor of the nameless file, kept to link it (commit)
+        self.on_close: Callable[[], None] | None = None  # TftpServer._reserve's release
         try:
             self.fd, self.tmp = temp_beside(name, TEMP_PREFIX, TEMP_SUFFIX, dir_fd=dir_fd, anonymous=True)
             if not self.tmp:
@@ -412,6 +415,8 @@ class _Upload:
             _discard(self.tmp, self.dir_fd)
         os.close(self.dir_fd)
         self.dir_fd = -1
+        if self.on_close is not None:
+            self.on_close()
 
 
 class _SessionCommon:
@@ -1286,6 +1291,7 @@ class TftpServer:
         self._leaving = 0  # sessions ended to make room, still finishing
         self._dallying: dict[Any, None] = {}  # uploads after their final ACK, oldest first
         self._throttle = _Throttle()  # log lines of refused and malformed requests
+        self._reserved: dict[int, int] = {}  # bytes announced (tsize) by running uploads, by device
         self._idle: asyncio.Event | None = None
         self._closing = False
         self._closed: asyncio.Event | None = None
@@ -1470,6 +1476,20 @@ class TftpServer:
         if not self._sessions and self._idle is not None:
             self._idle.set()
 
+    def _reserve(self, upload: "_Upload", size: int) -> None:
+        """Hold *size* bytes of the upload's file system for it until it ends (see _negotiate)."""
+        dev = os.fstat(upload.dir_fd).st_dev
+        self._reserved[dev] = self._reserved.get(dev, 0) + size
+
+        def release() -> None:
+            left = self._reserved[dev] - size
+            if left:
+                self._reserved[dev] = left
+            else:
+                del self._reserved[dev]
+
+        upload.on_close = release
+
     def _make_room(self) -> bool:
         """Every slot is taken: end the oldest transfer whose client has not answered in the
         *timeout* seconds since its request, to give its slot to a new one.  True if one was."""
@@ -1610,6 +1630,8 @@ class TftpServer:
                 upload = _Upload(dir_fd, os.path.basename(path), self.allow_overwrite)  # owns dir_fd
             except OSError as exc:
                 raise _refusal(exc, "cannot create the file", 0) from None
+            if accepted.get("tsize"):
+                self._reserve(upload, accepted["tsize"])
         handle = fileobj if is_read else upload
         try:
             return self._session(request, is_read, netascii, addr, key, sock, handle, size if is_read else None,
