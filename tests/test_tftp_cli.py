@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -181,17 +182,32 @@ def test_serve_quiet_still_prints_the_start_line_with_the_chosen_port(root, tmp_
     assert err == b""  # quiet otherwise: no access log line, no "stopped"
 
 
-def test_serve_limits_per_client_and_window_from_the_command_line(root, impl_env):
-    fill(str(root / "f.bin"), 100_000)
-    proc = subprocess.Popen([sys.executable, "-m", "fastnet.tftp", "serve", str(root), "--port", "0", "--quiet",
-                             "--grace", "0", "--max-per-client", "1", "--max-windowsize", "4",
-                             "--max-window-bytes", "2048"], env=impl_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+@contextlib.contextmanager
+def _serving(root, *options, env, lines=1):
+    """`python -m fastnet.tftp serve ROOT --port 0 --grace 0 OPTIONS` in a child process: yields
+    (its pid, its port, the first *lines* lines it logs, the last one the start line); SIGTERM at
+    the end, a kill if it does not stop or never starts."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastnet.tftp", "serve", str(root), "--port", "0", "--grace", "0",
+                             *options], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(30, proc.kill)
     watchdog.start()
     try:
-        first = proc.stderr.readline().decode()
-        port = int(re.search(r"on 127\.0\.0\.1:(\d+) ", first).group(1))
+        logged = [proc.stderr.readline() for _ in range(lines)]
+        port = int(re.search(r"on 127\.0\.0\.1:(\d+) ", logged[-1]).group(1))
+        yield proc.pid, port, logged
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
+def test_serve_limits_per_client_and_window_from_the_command_line(root, impl_env):
+    fill(str(root / "f.bin"), 100_000)
+    options = ("--quiet", "--max-per-client", "1", "--max-windowsize", "4", "--max-window-bytes", "2048")
+    with _serving(root, *options, env=impl_env) as (_, port, _):
         with RawPeer() as one, RawPeer() as two, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
             one.send(codec.encode_rrq("f.bin", options={"blksize": 256, "windowsize": 16}), port)
             by_count, _ = one.recv()  # 4 at most (4 x 256 bytes is within 2048)
@@ -201,13 +217,6 @@ def test_serve_limits_per_client_and_window_from_the_command_line(root, impl_env
             other.settimeout(5)
             other.sendto(codec.encode_rrq("f.bin", options={"blksize": 1024, "windowsize": 16}), ("127.0.0.1", port))
             by_bytes = codec.decode(other.recvfrom(1000)[0])  # 2048 bytes at most: 2 x 1024
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
     assert by_count == codec.OptionAck({"blksize": "256", "windowsize": "4"})
     assert by_bytes == codec.OptionAck({"blksize": "1024", "windowsize": "2"})
     assert refused == codec.Error(0, "server busy: too many transfers from your address, try again later")
@@ -233,31 +242,17 @@ def test_serve_user_drops_root_after_binding_and_files_follow_that_users_permiss
         with open(os.path.join(base, "secret.bin"), "wb") as f:
             f.write(b"root only")
         os.chmod(os.path.join(base, "secret.bin"), 0o600)
-        proc = subprocess.Popen([sys.executable, "-m", "fastnet.tftp", "serve", base, "--port", "0", "--write",
-                                 "--user", "nobody", "--grace", "0"], env=impl_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        watchdog = threading.Timer(30, proc.kill)
-        watchdog.start()
-        try:
-            lines = [proc.stderr.readline() for _ in range(2)]  # the switch, then the start line
-            port = int(re.search(r"on 127\.0\.0\.1:(\d+) ", lines[1]).group(1))
-            with open(f"/proc/{proc.pid}/status") as f:
+        with _serving(base, "--write", "--user", "nobody", env=impl_env, lines=2) as (pid, port, lines):
+            with open(f"/proc/{pid}/status") as f:
                 ids = [line.split()[1:] for line in f if line.startswith(("Uid:", "Gid:"))]
             got = client.download("127.0.0.1", "open.bin", io.BytesIO(), port=port, timeout=0.5)
             with pytest.raises(TftpRemoteError) as read_refused:
                 client.download("127.0.0.1", "secret.bin", io.BytesIO(), port=port, timeout=0.5)
             with pytest.raises(TftpRemoteError) as write_refused:  # the directory is root's, 0755
                 client.upload("127.0.0.1", io.BytesIO(b"x"), "new.bin", port=port, timeout=0.5)
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=15)
-        finally:
-            watchdog.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate(timeout=10)
     finally:
         shutil.rmtree(base)
-    assert "tftp: running as user nobody" in lines[0]
+    assert "tftp: running as user nobody" in lines[0]  # the switch, then the start line
     assert ids == [[str(nobody.pw_uid)] * 4, [str(nobody.pw_gid)] * 4]  # real, effective, saved, fs
     assert got.bytes == len(b"for everyone")
     assert (read_refused.value.code, read_refused.value.message) == (2, "cannot read the file: Permission denied")

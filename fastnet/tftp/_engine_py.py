@@ -316,13 +316,9 @@ class Session:
         acknowledged a DATA block, its first block alone (see the C engine's resend_window)."""
         if self._data_acked or self._window == 1:
             return self._send_window()
-        window, sent_hi = self._window, self._sent_hi
-        self._window = 1
-        try:
-            return self._send_window()
-        finally:
-            self._window = window
-            self._sent_hi = max(self._sent_hi, sent_hi)
+        from ._transfer import resend_first_block
+
+        return resend_first_block(self)
 
     def _run_sender(self) -> int:
         monotonic = time.monotonic

@@ -39,6 +39,7 @@ __all__ = [
     "free_space",
     "temp_beside",
     "link_anonymous",
+    "resend_first_block",
     "fit_window",
     "MODES",
 ]
@@ -177,6 +178,20 @@ def _mkstemp_at(dir_fd: int, prefix: str, suffix: str) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no unused temporary file name", prefix + suffix)
+
+
+def resend_first_block(sender: Any) -> int:
+    """Send the first block of *sender*'s window again, alone: what a retry sends before the peer
+    has acknowledged any DATA (the C engine's resend_window tells why).  *sender* has the
+    ``_window``, ``_sent_hi`` and ``_send_window()`` of the twin engine and the server's
+    per-packet read session; an ACK of any block sent before stays good (``_sent_hi``)."""
+    window, sent_hi = sender._window, sender._sent_hi
+    sender._window = 1
+    try:
+        return sender._send_window()
+    finally:
+        sender._window = window
+        sender._sent_hi = max(sender._sent_hi, sent_hi)
 
 
 def fit_window(sock: socket.socket, blksize: int, window: int) -> int:

@@ -65,6 +65,7 @@ from ._transfer import (
     link_anonymous,
     parse_uint,
     queued_error,
+    resend_first_block,
     temp_beside,
 )
 
@@ -717,13 +718,7 @@ class _ReadSession(_Session):
         request from a forged address must not make each retry send a whole window to it."""
         if self._base > 1 or self._window == 1:
             return self._send_window()
-        window, sent_hi = self._window, self._sent_hi
-        self._window = 1
-        try:
-            return self._send_window()
-        finally:
-            self._window = window
-            self._sent_hi = max(self._sent_hi, sent_hi)
+        return resend_first_block(self)
 
     def _send_window(self) -> int:
         block = self._block
