@@ -52,6 +52,7 @@ typedef struct {
     unsigned npending;
     struct timeval orig_rcvtimeo;
     int data_acked;                 /* sender: the peer has acknowledged a DATA block */
+    int early_resent;               /* sender: a whole window went again before that */
 } scratch_t;
 
 #define CMSG_SLOT CMSG_SPACE(sizeof(int))
@@ -787,15 +788,18 @@ static int64_t send_window(tftp_session *s)
 }
 
 /* Send the window again (a timeout, or the ACK of the block before it: a gap at its first
- * block).  Until the peer has acknowledged a DATA block, only the window's first block goes
- * again: a request from a forged address, whose ACK of the OACK a blind sender can guess,
- * would otherwise make every retry send a whole window (up to a MiB) to the address it names.
- * A real peer that lost the whole first window asks for the rest by ACKing block 1. */
+ * block).  With TFTP_ENGINE_FLAG_GUARD_FIRST (the server), until the peer has acknowledged a
+ * DATA block the whole window goes again once, and after that only its first block: a request
+ * from a forged address, whose ACK of the OACK a blind sender can guess, would otherwise make
+ * every retry send a whole window (up to a MiB) to the address it names.  One loss in the first
+ * window costs a real peer nothing; after a second, it asks for the rest by ACKing block 1. */
 static int64_t resend_window(tftp_session *s)
 {
     scratch_t *sc = s->scratch;
-    if (sc->data_acked || s->window == 1)
+    if (!(s->flags & TFTP_ENGINE_FLAG_GUARD_FIRST) || sc->data_acked || s->window == 1 || !sc->early_resent) {
+        sc->early_resent = 1;
         return send_window(s);
+    }
     const uint32_t window = s->window;
     const uint64_t sent_hi = s->sent_hi;
     s->window = 1;

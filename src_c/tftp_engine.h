@@ -60,6 +60,7 @@ enum {
     TFTP_ENGINE_FLAG_ACK_LAST = 2,    /* receiver: send the final ACK itself (client) */
     TFTP_ENGINE_FLAG_OACK_REACK = 4,  /* receiver: an OACK before block 1 is answered with `first` again */
     TFTP_ENGINE_FLAG_NO_SPLICE = 8,   /* sender: always pread() + sendmmsg(), even for big blocks of a file */
+    TFTP_ENGINE_FLAG_GUARD_FIRST = 16, /* sender (server): before a DATA is ACKed, one whole window resent */
 };
 
 typedef struct tftp_session {

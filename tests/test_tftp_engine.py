@@ -509,6 +509,30 @@ def test_a_window_of_big_blocks_is_resent_whole_after_a_timeout(pair, tmp_path):
     assert b"".join(payload for _, payload in seen[:2] + seen[4:]) == data
 
 
+@pytest.mark.parametrize("guard", [False, True])
+def test_the_first_window_guard_is_the_servers_choice(pair, tmp_path, guard):
+    """A peer that never ACKs a DATA block: with guard_first_window (what the server asks for:
+    a forged request must not get a window per retry) the window goes again whole once, then
+    its first block alone; without it (the client chose its server) every retry is whole."""
+    a, b = pair
+    fill(str(tmp_path / "src.bin"), 512 * 20)
+    b.settimeout(1.0)  # the sender gives up 0.7 s after it starts
+    with open(tmp_path / "src.bin", "rb") as src:
+        sender = engine.Session(engine.SENDER, a, src.fileno(), b.getsockname(), blksize=512, windowsize=4,
+                                timeout=0.1, retries=2, max_backoff=1.0, guard_first_window=guard)
+        future = _run_in_thread(sender)
+        blocks = []
+        while len(blocks) < 16:
+            try:
+                blocks.append(codec.decode(b.recvfrom(1000)[0]).block)
+            except socket.timeout:
+                break
+        assert future.result(30) == engine.TIMEOUT
+        sender.close()
+    expected = [1, 2, 3, 4] * 3 if not guard else [1, 2, 3, 4, 1, 2, 3, 4, 1]
+    assert blocks == expected
+
+
 def test_the_compiled_sender_splices_big_blocks(tmp_path, implementation, impl_env):
     """Observable with strace: splice() carries a window's blocks, and zero_copy=False turns it off."""
     if implementation != "c":

@@ -253,16 +253,19 @@ def test_a_peers_error_message_cannot_forge_access_log_lines(root, caplog, mode)
 
 
 def test_a_flood_of_junk_is_logged_at_most_20_lines_a_second(root, caplog):
-    # one WARNING per junk datagram, even with --quiet: 8.5 MB of log a second from one sender
+    # one WARNING per junk datagram, even with --quiet: 8.5 MB of log a second from one sender;
+    # and the flood of one address must not hide another's refusals
     caplog.set_level(logging.INFO, logger="fastnet.tftp")
-    with fastnet_server(str(root)) as server, RawPeer() as peer:
+    with fastnet_server(str(root)) as server, RawPeer() as peer, _from("127.0.0.2") as other:
         peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         for i in range(300):
             peer.send(b"\x00", server.port)  # too short for an opcode
             if i % 50 == 49:
                 time.sleep(0.02)  # the server's receive buffer holds ~250 such datagrams
+        other.sendto(codec.encode_rrq("other.bin"), ("127.0.0.1", server.port))
+        other_refused = codec.decode(other.recvfrom(1000)[0])
         replies = len(peer.quiet(0.5))
-        time.sleep(0.6)  # a new second
+        time.sleep(0.7)  # a second after the flood: its count is reported
         peer.send(codec.encode_rrq("absent.bin"), server.port)
         refused, _ = peer.recv()
     messages = [r.getMessage() for r in caplog.records]
@@ -271,7 +274,9 @@ def test_a_flood_of_junk_is_logged_at_most_20_lines_a_second(root, caplog):
     assert replies == 300  # every datagram is still answered with ERROR 4
     assert len(junk) == 20
     assert summary == ["tftp: 280 more refused or malformed requests not logged one by one (at most 20 lines "
-                       "every 1 s)"]
+                       "every 1 s from one address)"]
+    assert messages.index(summary[0]) < [i for i, m in enumerate(messages) if "absent.bin" in m][0]
+    assert other_refused.code == 1 and any("peer=127.0.0.2:" in m and "other.bin" in m for m in messages)
     assert refused.code == 1 and any("absent.bin" in m and "refused: error 1" in m for m in messages)
 
 
@@ -555,6 +560,45 @@ def test_tsize_counts_the_space_running_uploads_announced(root):
     assert type(second) is codec.Error and second.code == 3
     assert third == codec.OptionAck({"tsize": str(big)})
     assert leftovers(str(root)) == [] and os.listdir(root) == []
+
+
+def test_tsize_counts_only_what_running_uploads_have_still_to_write(tmp_path, impl_env):
+    # the free space already shows what an upload wrote: holding all it announced as well
+    # refused a second upload that fit (a 4 MiB tmpfs in a mount namespace of the test's own,
+    # tests/netns_tftp_tsize.py)
+    unshare = require_tool("unshare")
+    probe = subprocess.run([unshare, "--mount", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        peer_missing(f"cannot make a mount namespace: {probe.stderr.strip()}")
+    directory = tmp_path / "small"
+    directory.mkdir()
+    child = os.path.join(os.path.dirname(__file__), "netns_tftp_tsize.py")
+    run = subprocess.run([unshare, "--mount", sys.executable, child, str(directory)], env=impl_env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["free_after_a"] < result["free"] * 0.6  # A did write about half of it
+    assert result["b"] == ["OptionAck", None]
+
+
+def test_a_request_alone_holds_no_space_after_its_timeout(root):
+    # a WRQ announcing most of the free space, from an address that never sends DATA (forged,
+    # say), held that space for all its retries (31 s): every other sized upload was ERROR 3
+    from fastnet.tftp._transfer import free_space
+
+    big = int(free_space(str(root)) * 0.6)
+    with fastnet_server(str(root), allow_write=True, timeout=0.3, retries=10) as server, \
+            _from("127.0.0.2") as silent, RawPeer() as peer:
+        silent.sendto(codec.encode_wrq("a.bin", options={"tsize": big}), ("127.0.0.1", server.port))
+        assert type(codec.decode(silent.recvfrom(1000)[0])) is codec.OptionAck
+        peer.send(codec.encode_wrq("b.bin", options={"tsize": big}), server.port)
+        at_once, _ = peer.recv()  # within the timeout: A's request might still be a real client
+        time.sleep(0.4)
+        peer.send(codec.encode_wrq("b.bin", options={"tsize": big}), server.port)
+        later, tid = peer.recv()
+        peer.send(codec.encode_error(0, "enough"), tid)
+    assert type(at_once) is codec.Error and at_once.code == 3
+    assert later == codec.OptionAck({"tsize": str(big)})
 
 
 def test_tsize_is_granted_where_the_free_space_cannot_be_told(root, monkeypatch):
@@ -1006,6 +1050,28 @@ def test_a_full_server_gives_the_slot_of_a_client_that_never_answered_to_a_new_o
     assert error.message == "server busy: too many transfers, try again later"
 
 
+def test_a_request_refused_anyway_does_not_end_a_silent_transfer(root):
+    # the slot of a silent transfer went to whatever request came next, even one refused a
+    # moment later (a missing file, a bad mode): junk ended transfers for nothing
+    fill(str(root / "f.bin"), 5000)
+    with fastnet_server(str(root), max_sessions=1, timeout=0.3, retries=10) as server, \
+            RawPeer() as slow, _from("127.0.0.2") as other:
+        slow.send(codec.encode_rrq("f.bin"), server.port)
+        assert slow.recv()[0].block == 1
+        time.sleep(0.4)
+        answers = []
+        for request in (codec.encode_rrq("absent.bin"), codec.encode_rrq("f.bin", "mail")):
+            other.sendto(request, ("127.0.0.1", server.port))
+            answers.append(codec.decode(other.recvfrom(1000)[0]))
+        ended = [p for p, _ in slow.quiet(0.5) if type(p) is codec.Error]
+        other.sendto(codec.encode_rrq("f.bin"), ("127.0.0.1", server.port))  # a request that is served
+        served = codec.decode(other.recvfrom(1000)[0])
+        ended_now = [p for p, _ in slow.quiet(0.5) if type(p) is codec.Error]
+    assert [(a.code, a.message) for a in answers] == [(1, "file not found"), (4, "unsupported transfer mode 'mail'")]
+    assert ended == []
+    assert type(served) is codec.Data and ended_now == [codec.Error(0, "server busy: no answer from the client")]
+
+
 def test_uploads_dallying_after_their_final_ack_are_at_most_max_sessions(root):
     # Each upload keeps its socket for a while after its final ACK, to answer a repeated last
     # DATA.  Those sockets were not counted: uploads back-to-back could use up descriptors and
@@ -1031,11 +1097,12 @@ def test_uploads_dallying_after_their_final_ack_are_at_most_max_sessions(root):
 
 
 @pytest.mark.parametrize("mode", ["octet", "netascii"])  # the engine's session, the per-packet one
-def test_before_any_data_ack_a_timeout_resends_only_the_first_block_of_the_window(root, mode):
+def test_before_any_data_ack_only_one_retry_resends_the_whole_window(root, mode):
     # A request from a forged address, and an ACK of the OACK a blind sender guessed: each retry
     # sent the whole window (up to 1 MiB) to the address the request named.  Until the client
-    # acknowledges a DATA block, a retry sends the window's first block alone; an ACK of any
-    # block sent before is still taken, and from then on a window goes whole again.
+    # acknowledges a DATA block, one retry sends the whole window (a single loss costs a real
+    # client nothing) and the next ones its first block alone; an ACK of any block sent before
+    # is still taken, and from then on a window goes whole again.
     (root / "f.bin").write_bytes(b"x" * (512 * 40))  # the same on the wire in netascii
     with fastnet_server(str(root), timeout=0.5, retries=5) as server, RawPeer() as peer:
         peer.send(codec.encode_rrq("f.bin", mode, {"windowsize": 8}), server.port)
@@ -1043,13 +1110,13 @@ def test_before_any_data_ack_a_timeout_resends_only_the_first_block_of_the_windo
         assert oack == codec.OptionAck({"windowsize": "8"})
         peer.send(codec.encode_ack(0), tid)
         first = [peer.recv()[0].block for _ in range(8)]
-        retry = [p.block for p, _ in peer.quiet(1.2)]  # a retry or two
+        retry = [p.block for p, _ in peer.quiet(1.2)]  # two retries: 0.5 s, then 1 s later
         peer.send(codec.encode_ack(8), tid)  # the client had the window all along
         second = [peer.recv()[0].block for _ in range(8)]
         retry2 = [p.block for p, _ in peer.quiet(1.2)]
         peer.send(codec.encode_error(0, "enough"), tid)
     assert first == list(range(1, 9))
-    assert retry and set(retry) == {1}
+    assert retry[:8] == list(range(1, 9)) and retry[8:] and set(retry[8:]) == {1}
     assert second == list(range(9, 17))
     assert retry2[:8] == list(range(9, 17))  # a client that acknowledged data gets the window whole
 

@@ -50,6 +50,7 @@ cdef extern from "tftp_engine.h" nogil:
     int TFTP_ENGINE_FLAG_ACK_LAST
     int TFTP_ENGINE_FLAG_OACK_REACK
     int TFTP_ENGINE_FLAG_NO_SPLICE
+    int TFTP_ENGINE_FLAG_GUARD_FIRST
 
     ctypedef struct tftp_session:
         int role

@@ -98,7 +98,7 @@ cdef class Session:
                  int retries, double max_backoff=8.0, first=None, bint first_sent=False, long long file_start=0,
                  unsigned long long start_block=1,
                  bint strict=False, bint ack_last=False, bint oack_reack=False, double report_interval=0.0,
-                 bint zero_copy=True):
+                 bint zero_copy=True, bint guard_first_window=False):
         cdef tftp_session *s = self._s
         cdef const unsigned char[:] view
         if role == SENDER:
@@ -130,7 +130,8 @@ cdef class Session:
         s.first_sent = first_sent
         s.flags = ((TFTP_ENGINE_FLAG_STRICT if strict else 0) | (TFTP_ENGINE_FLAG_ACK_LAST if ack_last else 0)
                    | (TFTP_ENGINE_FLAG_OACK_REACK if oack_reack else 0)
-                   | (0 if zero_copy else TFTP_ENGINE_FLAG_NO_SPLICE))
+                   | (0 if zero_copy else TFTP_ENGINE_FLAG_NO_SPLICE)
+                   | (TFTP_ENGINE_FLAG_GUARD_FIRST if guard_first_window else 0))
         if tftp_session_init(s) < 0:
             raise OSError(s.error_errno or 22, "cannot start the transfer engine")
 

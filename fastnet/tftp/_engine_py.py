@@ -76,6 +76,7 @@ class Session:
         oack_reack: bool = False,
         report_interval: float = 0.0,
         zero_copy: bool = True,  # the compiled engine's splice path; here blocks are always read
+        guard_first_window: bool = False,
     ) -> None:
         if role not in (SENDER, RECEIVER):
             raise ValueError(f"role must be {SENDER!r} or {RECEIVER!r}")
@@ -101,6 +102,8 @@ class Session:
         self._oack_reack = oack_reack
         self._cancel = False
         self._data_acked = False
+        self._guard = guard_first_window
+        self._early_resent = False  # a whole window went again before any DATA was ACKed
         self.outcome = RUNNING
         self.error_errno = 0
         self.bytes = 0
@@ -314,7 +317,8 @@ class Session:
     def _resend_window(self) -> int:
         """The window again (a timeout, or the ACK of the block before it); until the peer has
         acknowledged a DATA block, its first block alone (see the C engine's resend_window)."""
-        if self._data_acked or self._window == 1:
+        if not self._guard or self._data_acked or self._window == 1 or not self._early_resent:
+            self._early_resent = True
             return self._send_window()
         from ._transfer import resend_first_block
 

@@ -46,7 +46,7 @@ import signal
 import socket
 import stat
 import threading
-from typing import Any, Callable
+from typing import Any
 
 from .. import _recverr
 from .._cli import bind, format_address
@@ -109,33 +109,39 @@ def _printable(text: str) -> str:
 
 
 class _Throttle:
-    """At most *burst* log lines per *period* seconds for requests the server refuses or drops:
-    a flood of them (junk datagrams, requests beyond every limit) would otherwise write one line
-    each, megabytes a second, even with ``--quiet``.  What is left out is counted and reported
-    with the next line let through."""
+    """At most *burst* log lines per *period* seconds for the requests one address sends that the
+    server refuses or drops, and *total* for every address together: a flood of them (junk
+    datagrams, requests beyond every limit) would otherwise write one line each, megabytes a
+    second, even with ``--quiet``, and one flooding address must not hide another's refusals.
+    What is left out is counted and reported once a period (:meth:`report`)."""
 
-    def __init__(self, burst: int = 20, period: float = 1.0) -> None:
+    def __init__(self, burst: int = 20, total: int = 200, period: float = 1.0) -> None:
         self.burst = burst
+        self.total = total
         self.period = period
         self._start = float("-inf")
-        self._lines = 0
+        self._lines: dict[str, int] = {}  # this period's lines by address (at most *total* keys)
+        self._all = 0
         self.suppressed = 0
 
-    def allow(self, now: float) -> bool:
+    def allow(self, now: float, address: str) -> bool:
         if now - self._start >= self.period:
             self._start = now
-            self._lines = 0
-        if self._lines < self.burst:
-            self._lines += 1
+            self._lines.clear()
+            self._all = 0
+        n = self._lines.get(address, 0)
+        if n < self.burst and self._all < self.total:
+            self._lines[address] = n + 1
+            self._all += 1
             return True
         self.suppressed += 1
         return False
 
     def report(self) -> None:
-        """Say how many lines were left out since the last report (called when a line may go)."""
+        """Say how many lines were left out since the last report."""
         if self.suppressed:
             log.warning("tftp: %d more refused or malformed requests not logged one by one (at most %d lines "
-                        "every %g s)", self.suppressed, self.burst, self.period)
+                        "every %g s from one address)", self.suppressed, self.burst, self.period)
             self.suppressed = 0
 
 
@@ -245,9 +251,9 @@ def _negotiate(
                     accepted[name] = size  # netascii's size on the wire is unknown: ignore the option
             else:
                 try:
-                    # what running uploads announced is spoken for: four uploads of 900 KB all
-                    # fit in 2 MB of free space one at a time, and three failed half-way
-                    room = free_space(directory) - server._reserved.get(os.stat(directory).st_dev, 0)
+                    # what running uploads announced and have not written yet is spoken for: four
+                    # uploads of 900 KB all fit in 2 MB one at a time, and three failed half-way
+                    room = free_space(directory) - server._spoken_for(os.stat(directory).st_dev)
                 except OSError:  # a file system that cannot tell (statvfs is optional in FUSE):
                     room = None  # a full disk is then ERROR 3 during the upload
                 if room is not None and value > room:
@@ -349,7 +355,8 @@ class _Upload:
         self.tmp = ""  # the temporary file's name; "" while it has none
         self.fd = -1  # the temporary file's, until a session takes it (and sets this to -1)
         self._anonymous = -1  # a descriptor of the nameless file, kept to link it (commit)
-        self.on_close: Callable[[], None] | None = None  # TftpServer._reserve's release
+        self.announced = 0  # the size the client announced (tsize), 0 if none
+        self.dev = 0  # the file system it goes to (st_dev), with announced
         try:
             self.fd, self.tmp = temp_beside(name, TEMP_PREFIX, TEMP_SUFFIX, dir_fd=dir_fd, anonymous=True)
             if not self.tmp:
@@ -405,19 +412,22 @@ class _Upload:
             os.close(fd)
 
     def close(self) -> None:
-        """Remove the temporary file unless committed; let go of the directory.  Once."""
+        """Remove the temporary file unless committed; let go of the directory.  Once, and
+        whatever fails on the way (a close() of a network file system's file can report a
+        late write error): the session must still end and give its slot back."""
         if self.dir_fd < 0:
             return
         for fd in (self.fd, self._anonymous):
             if fd >= 0:
-                os.close(fd)
+                try:
+                    os.close(fd)
+                except OSError as exc:
+                    log.warning("tftp: closing an upload's temporary file: %s", exc.strerror)
         self.fd = self._anonymous = -1
         if not self.committed and self.tmp:
             _discard(self.tmp, self.dir_fd)
         os.close(self.dir_fd)
         self.dir_fd = -1
-        if self.on_close is not None:
-            self.on_close()
 
 
 class _SessionCommon:
@@ -439,6 +449,11 @@ class _SessionCommon:
     dallying: bool
     _started: float
     leaving = False  # ended by the server to make room for a new request (TftpServer._make_room)
+    upload: "_Upload | None" = None  # a write's (its file, directory and announced size)
+
+    def written(self) -> int:
+        """Bytes of an upload written so far."""
+        return 0
 
     def answered(self) -> bool:
         """Whether the client has acknowledged or sent a DATA block: a real, live client."""
@@ -695,6 +710,7 @@ class _ReadSession(_Session):
         self._sent_hi = 0
         self._last = 0
         self._dup_resent = False
+        self._early_resent = False  # a whole window went again before any DATA was ACKed (_resend_window)
 
     def _mark(self) -> int:
         return self._moves + self._base  # both only grow; the lockstep path bumps _base alone
@@ -714,9 +730,11 @@ class _ReadSession(_Session):
 
     def _resend_window(self) -> int:
         """The window again (a timeout, or the ACK of the block before it); until the client has
-        acknowledged a DATA block, its first block alone (see the engine's resend_window): a
-        request from a forged address must not make each retry send a whole window to it."""
-        if self._base > 1 or self._window == 1:
+        acknowledged a DATA block, whole once and then its first block alone (see the engine's
+        resend_window): a request from a forged address must not make each retry send a whole
+        window to it."""
+        if self._base > 1 or self._window == 1 or not self._early_resent:
+            self._early_resent = True
             return self._send_window()
         return resend_first_block(self)
 
@@ -841,7 +859,7 @@ class _WriteSession(_Session):
 
     def __init__(self, server, peer, key, stats, sock, upload, blksize, window, timeout, netascii, oack) -> None:
         super().__init__(server, peer, key, stats, sock)
-        self._upload = upload
+        self._upload = self.upload = upload
         self._file = os.fdopen(upload.fd, "wb", buffering=1 << 20)
         upload.fd = -1  # the file object closes it
         self._sink = BlockSink(self._file, netascii=netascii)
@@ -946,6 +964,9 @@ class _WriteSession(_Session):
     def answered(self) -> bool:
         return self._expected > 1
 
+    def written(self) -> int:
+        return self._sink.bytes_written
+
     def cleanup(self, ok: bool) -> None:
         self.stats.bytes = self._sink.bytes_written
         self.stats.blocks = self._expected - 1
@@ -976,6 +997,7 @@ class _EngineSession(_SessionCommon):
         self._is_read = is_read
         self._file = handle if is_read else None  # the file of a read, the _Upload of a write
         self._upload: _Upload | None = None if is_read else handle
+        self.upload = self._upload
         self._blksize = blksize
         self._window = window
         self._timeout = timeout
@@ -1005,6 +1027,7 @@ class _EngineSession(_SessionCommon):
                 engine.SENDER if self._is_read else engine.RECEIVER, self._sock, self._fd, self._peer,
                 blksize=self._blksize, windowsize=self._window, timeout=self._timeout,
                 retries=self._server.retries, max_backoff=_MAX_BACKOFF, first=first,
+                guard_first_window=True,
             )
             future = self._loop.run_in_executor(self._server._executor(), self._engine.run)
         except Exception as exc:
@@ -1144,6 +1167,9 @@ class _EngineSession(_SessionCommon):
 
     def answered(self) -> bool:
         return self._engine is not None and self._engine.blocks > 0
+
+    def written(self) -> int:
+        return self._engine.bytes if self._engine is not None else 0
 
     def close_transport(self) -> None:
         self._server._dallying.pop(self, None)
@@ -1286,7 +1312,6 @@ class TftpServer:
         self._leaving = 0  # sessions ended to make room, still finishing
         self._dallying: dict[Any, None] = {}  # uploads after their final ACK, oldest first
         self._throttle = _Throttle()  # log lines of refused and malformed requests
-        self._reserved: dict[int, int] = {}  # bytes announced (tsize) by running uploads, by device
         self._idle: asyncio.Event | None = None
         self._closing = False
         self._closed: asyncio.Event | None = None
@@ -1471,48 +1496,51 @@ class TftpServer:
         if not self._sessions and self._idle is not None:
             self._idle.set()
 
-    def _reserve(self, upload: "_Upload", size: int) -> None:
-        """Hold *size* bytes of the upload's file system for it until it ends (see _negotiate)."""
-        dev = os.fstat(upload.dir_fd).st_dev
-        self._reserved[dev] = self._reserved.get(dev, 0) + size
+    def _spoken_for(self, dev: int) -> int:
+        """Bytes of file system *dev* that running uploads announced (tsize) and have not written
+        yet.  Only uploads whose client has sent DATA count, or that are younger than *timeout*:
+        a request alone (from a forged address, say) must not hold space for all its retries."""
+        now = self._loop.time()
+        total = 0
+        for session in self._sessions.values():
+            upload = session.upload
+            if upload is None or not upload.announced or upload.dev != dev:
+                continue
+            if session.answered() or now - session._started < self.timeout:
+                total += max(0, upload.announced - session.written())
+        return total
 
-        def release() -> None:
-            left = self._reserved[dev] - size
-            if left:
-                self._reserved[dev] = left
-            else:
-                del self._reserved[dev]
-
-        upload.on_close = release
-
-    def _make_room(self) -> bool:
-        """Every slot is taken: end the oldest transfer whose client has not answered in the
-        *timeout* seconds since its request, to give its slot to a new one.  True if one was."""
+    def _silent(self) -> Any:
+        """Every slot is taken: the oldest transfer whose client has not answered in the
+        *timeout* seconds since its request, whose slot a new request may take (None if none)."""
         now = self._loop.time()
         silent = [s for s in self._sessions.values()
                   if not s.leaving and not s.answered() and now - s._started >= self.timeout]
-        if not silent:
-            return False
-        oldest = min(silent, key=lambda s: s._started)
-        oldest.leaving = True
+        return min(silent, key=lambda s: s._started) if silent else None
+
+    def _make_room(self, session: Any) -> None:
+        """End *session* (see _silent) for a request that has passed every check."""
+        session.leaving = True
         self._leaving += 1
-        oldest.abort("server busy: no answer from the client")
-        return True
+        session.abort("server busy: no answer from the client")
 
     def _refuse(self, addr: tuple, name: str, direction: str, code: int, message: str, options: dict | None = None) -> None:
         try:
             self._listener.sendto(codec.encode_error(code, message), addr)
         except Exception:  # pragma: no cover
             pass
-        if self._noted():
+        if self._noted(addr):
             _log_access(TransferStats(filename=name, direction=direction, peer=addr), f"refused: error {code}: {message}")
 
-    def _noted(self) -> bool:
-        """Whether the log line of a refused or malformed request may be written (_Throttle)."""
-        if not self._throttle.allow(self._loop.time()):
-            return False
-        self._throttle.report()
-        return True
+    def _noted(self, addr: tuple) -> bool:
+        """Whether the log line of a refused or malformed request from *addr* may be written
+        (_Throttle); the count of those left out is reported a period after the first of them."""
+        throttle = self._throttle
+        if throttle.allow(self._loop.time(), addr[0]):
+            return True
+        if throttle.suppressed == 1:
+            self._loop.call_later(throttle.period, throttle.report)
+        return False
 
     def _on_request(self, data: bytes, addr: tuple) -> None:
         if self._closing or addr[1] == 0:
@@ -1528,7 +1556,7 @@ class TftpServer:
                 name = _request_name(data)
                 self._refuse(addr, name, direction_of(data[1] == 1), 4, f"malformed request: {exc.reason}")
                 return
-            if self._noted():
+            if self._noted(addr):
                 log.warning("tftp: malformed request from %s: %s", format_address(addr), exc)
             if not (len(data) >= 2 and data[0] == 0 and data[1] == 5):
                 self._listener.sendto(codec.encode_error(4, "malformed request"), addr)
@@ -1537,7 +1565,7 @@ class TftpServer:
         if kind is codec.Error:
             return
         if kind is not codec.ReadRequest and kind is not codec.WriteRequest:
-            if self._noted():
+            if self._noted(addr):
                 log.warning("tftp: %s sent %s to the request port", format_address(addr), kind.__name__)
             self._listener.sendto(codec.encode_error(4, "expected a read or write request"), addr)
             return
@@ -1550,9 +1578,12 @@ class TftpServer:
         if self._per_client.get(addr[0], 0) >= self.max_sessions_per_client:
             self._refuse(addr, name, direction, 0, "server busy: too many transfers from your address, try again later")
             return
-        if len(self._sessions) - self._leaving >= self.max_sessions and not self._make_room():
-            self._refuse(addr, name, direction, 0, "server busy: too many transfers, try again later")
-            return
+        silent = None
+        if len(self._sessions) - self._leaving >= self.max_sessions:
+            silent = self._silent()
+            if silent is None:
+                self._refuse(addr, name, direction, 0, "server busy: too many transfers, try again later")
+                return
         mode = request.mode
         if mode not in ("octet", "netascii"):
             self._refuse(addr, name, direction, 4, f"unsupported transfer mode {mode!r}")
@@ -1583,6 +1614,8 @@ class TftpServer:
         except BaseException:
             sock.close()
             raise
+        if silent is not None:  # only for a request that passed every check: junk ends nobody
+            self._make_room(silent)
         self._sessions[key] = session
         self._per_client[addr[0]] = self._per_client.get(addr[0], 0) + 1
         self._idle.clear()  # type: ignore[union-attr]
@@ -1626,7 +1659,8 @@ class TftpServer:
             except OSError as exc:
                 raise _refusal(exc, "cannot create the file", 0) from None
             if accepted.get("tsize"):
-                self._reserve(upload, accepted["tsize"])
+                upload.announced = accepted["tsize"]
+                upload.dev = os.fstat(upload.dir_fd).st_dev
         handle = fileobj if is_read else upload
         try:
             return self._session(request, is_read, netascii, addr, key, sock, handle, size if is_read else None,
