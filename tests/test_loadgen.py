@@ -99,18 +99,24 @@ class _Server:
         self.sock.close()
 
 
-@pytest.fixture
-def server_factory():
-    servers = []
+def _closed_after(cls):
+    """A fixture's body: yields make(**kwargs), which builds a *cls*; each one made is closed after
+    the test."""
+    made = []
 
     def make(**kwargs):
-        s = _Server(**kwargs)
-        servers.append(s)
+        s = cls(**kwargs)
+        made.append(s)
         return s
 
     yield make
-    for s in servers:
+    for s in made:
         s.close()
+
+
+@pytest.fixture
+def server_factory():
+    yield from _closed_after(_Server)
 
 
 def test_honest_tcp_server_gives_no_errors(server_factory, implementation):
@@ -484,16 +490,7 @@ class _QueueFullServer:
 
 @pytest.fixture
 def queue_full_server():
-    made = []
-
-    def make(**kwargs):
-        s = _QueueFullServer(**kwargs)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
+    yield from _closed_after(_QueueFullServer)
 
 
 def test_cli_connect_that_never_completes_ends_at_secs(queue_full_server, impl_env):

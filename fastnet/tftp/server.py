@@ -449,7 +449,7 @@ class _SessionCommon:
     dallying: bool
     _started: float
     leaving = False  # ended by the server to make room for a new request (TftpServer._make_room)
-    upload: "_Upload | None" = None  # a write's (its file, directory and announced size)
+    upload: "_Upload | None" = None  # a write's file, directory and announced size
 
     def written(self) -> int:
         """Bytes of an upload written so far."""
@@ -859,7 +859,7 @@ class _WriteSession(_Session):
 
     def __init__(self, server, peer, key, stats, sock, upload, blksize, window, timeout, netascii, oack) -> None:
         super().__init__(server, peer, key, stats, sock)
-        self._upload = self.upload = upload
+        self.upload = upload
         self._file = os.fdopen(upload.fd, "wb", buffering=1 << 20)
         upload.fd = -1  # the file object closes it
         self._sink = BlockSink(self._file, netascii=netascii)
@@ -947,7 +947,7 @@ class _WriteSession(_Session):
         try:
             self._sink.finish()
             self._file.close()
-            self._upload.commit()
+            self.upload.commit()
         except _Refused as exc:
             self.finish(f"refused: {exc.message}", exc.code, exc.message)
             return
@@ -970,12 +970,12 @@ class _WriteSession(_Session):
     def cleanup(self, ok: bool) -> None:
         self.stats.bytes = self._sink.bytes_written
         self.stats.blocks = self._expected - 1
-        if not self._upload.committed:
+        if not self.upload.committed:
             try:
                 self._file.close()
             except OSError:
                 pass
-        self._upload.close()
+        self.upload.close()
 
 
 class _EngineSession(_SessionCommon):
@@ -996,8 +996,7 @@ class _EngineSession(_SessionCommon):
         self.stats = stats
         self._is_read = is_read
         self._file = handle if is_read else None  # the file of a read, the _Upload of a write
-        self._upload: _Upload | None = None if is_read else handle
-        self.upload = self._upload
+        self.upload = None if is_read else handle
         self._blksize = blksize
         self._window = window
         self._timeout = timeout
@@ -1093,8 +1092,8 @@ class _EngineSession(_SessionCommon):
         try:
             fd, self._fd = self._fd, -1
             os.close(fd)
-            assert self._upload is not None
-            self._upload.commit()
+            assert self.upload is not None
+            self.upload.commit()
         except _Refused as exc:
             self.finish(f"refused: {exc.message}", exc.code, exc.message)
             return
@@ -1162,8 +1161,8 @@ class _EngineSession(_SessionCommon):
             except OSError:
                 pass
             self._fd = -1
-        if self._upload is not None:
-            self._upload.close()
+        if self.upload is not None:
+            self.upload.close()
 
     def answered(self) -> bool:
         return self._engine is not None and self._engine.blocks > 0

@@ -625,26 +625,49 @@ static void engine_join(engine_t *e, pthread_t th)
     pthread_join(th, NULL);
 }
 
+/* What a peer round works with: the engine (its socket reads ICMP errors), the peer's socket
+ * (the round closes it) and the file, which for a sender holds `block`: 8 blocks of one byte. */
+typedef struct {
+    engine_t *e;
+    int peer, esock, fd;
+    struct sockaddr_in peer_addr, engine_addr;
+    uint8_t block[512 * 8];
+} peer_round_t;
+
+static peer_round_t *peer_round_open(int sender, uint8_t fill)
+{
+    peer_round_t *r = calloc(1, sizeof *r);
+    if (r == NULL || (r->e = calloc(1, sizeof *r->e)) == NULL)
+        die("calloc");
+    r->peer = udp_socket(&r->peer_addr);
+    r->esock = udp_socket(&r->engine_addr);
+    set_recverr(r->esock);
+    r->fd = temp_fd();
+    memset(r->block, fill, sizeof r->block);
+    if (sender && write(r->fd, r->block, sizeof r->block) != (ssize_t)sizeof r->block)
+        die("write");
+    return r;
+}
+
+static void peer_round_close(peer_round_t *r)
+{
+    tftp_session_free(&r->e->s);
+    close(r->fd);
+    close(r->esock);
+    free(r->e);
+    free(r);
+}
+
 /* The peer goes away in mid-transfer (its port closes): with IP_RECVERR the engine's next packet
  * to it draws a port unreachable, and the run must end REFUSED at once; its retries would take
  * seconds more. */
 static void peer_gone_round(int sender)
 {
-    engine_t *e = calloc(1, sizeof *e);
-    if (e == NULL)
-        die("calloc");
-    struct sockaddr_in peer_addr, engine_addr;
-    int peer = udp_socket(&peer_addr);
-    int esock = udp_socket(&engine_addr);
-    set_recverr(esock);
-    int fd = temp_fd();
-    static uint8_t block[512 * 8];
-    memset(block, 'g', sizeof block);
-    if (sender && write(fd, block, sizeof block) != (ssize_t)sizeof block)
-        die("write");
-
+    peer_round_t *r = peer_round_open(sender, 'g');
+    engine_t *e = r->e;
+    int peer = r->peer, fd = r->fd;
     tftp_session *s = &e->s;
-    peer_session(s, sender, esock, fd, &peer_addr, 1);
+    peer_session(s, sender, r->esock, fd, &r->peer_addr, 1);
     double t0 = now_s();
     pthread_t th;
     if (pthread_create(&th, NULL, engine_main, e) != 0)
@@ -654,8 +677,8 @@ static void peer_gone_round(int sender)
     CHECK(n == (sender ? 516 : 4), "the peer got %zd bytes first", n);
     if (!sender) { /* one full block: the engine ACKs it, and waits for the next */
         uint8_t data[516] = {0, TFTP_DATA, 0, 1};
-        memcpy(data + 4, block, 512);
-        send_raw(peer, &engine_addr, data, sizeof data);
+        memcpy(data + 4, r->block, 512);
+        send_raw(peer, &r->engine_addr, data, sizeof data);
         n = recv_within(peer, buf, sizeof buf, 2.0);
         CHECK(n == 4 && buf[1] == TFTP_ACK && buf[3] == 1, "the peer got %zd bytes, not ACK 1", n);
     }
@@ -672,10 +695,7 @@ static void peer_gone_round(int sender)
         CHECK((uint64_t)st.st_size == s->bytes && s->bytes == 512, "file holds %lld bytes, engine counted %llu",
               (long long)st.st_size, (unsigned long long)s->bytes);
     }
-    tftp_session_free(s);
-    close(fd);
-    close(esock);
-    free(e);
+    peer_round_close(r);
 }
 
 /* The peer says goodbye: an ERROR, then its port closes (a client stopped by Ctrl-C).  The
@@ -685,27 +705,17 @@ static void peer_gone_round(int sender)
  * the first packet the engine sends (DATA 1, or ACK 0) meets the closed port. */
 static void peer_goodbye_round(int sender)
 {
-    engine_t *e = calloc(1, sizeof *e);
-    if (e == NULL)
-        die("calloc");
-    struct sockaddr_in peer_addr, engine_addr;
-    int peer = udp_socket(&peer_addr);
-    int esock = udp_socket(&engine_addr);
-    set_recverr(esock);
-    int fd = temp_fd();
-    static uint8_t block[512 * 8];
-    memset(block, 'b', sizeof block);
-    if (sender && write(fd, block, sizeof block) != (ssize_t)sizeof block)
-        die("write");
+    peer_round_t *r = peer_round_open(sender, 'b');
+    engine_t *e = r->e;
     static const char msg[] = "transfer cancelled by the client";
     uint8_t error[5 + sizeof msg];
     tftp_str m = {(const uint8_t *)msg, sizeof msg - 1};
     size_t error_len = tftp_build_error(error, 0, m);
-    send_raw(peer, &engine_addr, error, error_len);
-    close(peer);
+    send_raw(r->peer, &r->engine_addr, error, error_len);
+    close(r->peer);
 
     tftp_session *s = &e->s;
-    peer_session(s, sender, esock, fd, &peer_addr, sender ? 4 : 1);
+    peer_session(s, sender, r->esock, r->fd, &r->peer_addr, sender ? 4 : 1);
     double t0 = now_s();
     pthread_t th;
     if (pthread_create(&th, NULL, engine_main, e) != 0)
@@ -718,10 +728,7 @@ static void peer_goodbye_round(int sender)
           "the stop packet is not the peer's ERROR (%zu bytes)", s->stop_len);
     CHECK(took < 2.0, "the engine took %.2f s to notice", took);
     CHECK(s->blocks == 0, "blocks %llu", (unsigned long long)s->blocks);
-    tftp_session_free(s);
-    close(fd);
-    close(esock);
-    free(e);
+    peer_round_close(r);
 }
 
 int main(int argc, char **argv)
